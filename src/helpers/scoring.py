@@ -1,0 +1,824 @@
+"""Answer and trace scoring (STUDY_SPEC §5).
+
+Every model output is parsed into three parts: the classification step (C), the facts cited
+in the retrieval step (R) and the answer (A). The text the students are trained to produce
+is built by :func:`helpers.templates.render_trace`; this module parses it back with the same
+constants, so renderer and parser cannot drift apart.
+
+Answers
+    * CoTempQA: the benchmark's official matching (:func:`cotempqa_official`): candidate
+      entities are pulled out of the context facts with the relation templates, the
+      prediction is searched for them longest first, and the found set is compared with the
+      gold set (EM and F1 over answer strings).
+    * bAbI / MS MARCO: exact match and token F1 after normalisation (lower case, punctuation
+      removed, whitespace collapsed); MS MARCO also ROUGE-L F (LCS over tokens).
+
+Traces, two rule sets
+    * ``strict`` (project default): the label parsed from C must equal the gold category;
+      the cited facts (a Python list literal in R) are mapped to context indices and compared
+      with the ``relevant`` indices (precision, recall, exact set). Outputs whose trace cannot
+      be parsed are a counted failure class (``parse_status``), never dropped.
+    * ``compat`` (the original study's rules): only outputs that contain "think" with text
+      before ``</think>`` are evaluated; C is correct when the gold label is a substring of
+      the first (CoTempQA) or second (bAbI / MS MARCO) "."-separated sentence; R is correct
+      when ANY context fact of the gold row appears verbatim in the trace; optionally the gold
+      row is found as the first row whose answer text contains the item's first gold answer.
+
+Parse status
+    ``ok`` or one or more failure classes joined by ``+`` (in this order):
+    ``empty`` (blank output), ``no_tags`` (plain text: no think block, no answer tag; the
+    expected shape for conditions without a trace target), ``no_think`` (answer tag but no
+    think block), ``unclosed_think`` (``<think>`` never closed, e.g. cut by the token limit);
+    for a closed think block: ``no_answer_tag`` (no complete ``<answer>…</answer>``),
+    ``no_cls`` (no classification sentence), ``no_facts`` (no retrieval sentence),
+    ``facts_unparsed`` (the cited list did not parse as a literal: the cited facts are then
+    the context facts that appear verbatim in the retrieval text).
+"""
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .templates import (ANSWER_CLOSE, ANSWER_OPEN, CLASSIFICATION, DATASETS, RETRIEVAL,
+                        THINK_CLOSE, THINK_OPEN, render_answer)
+
+# Conditions whose training target contains a trace (the analysis filters on this).
+TRACE_CONDITIONS = frozenset({"correct", "incorrect", "krsl", "incorrect_class", "incorrect_ir",
+                              "shuffled"})
+
+# items.parquet columns produced here; the caller adds dataset, model, condition, seed in front.
+ITEM_COLUMNS = [
+    "id", "category", "prediction", "parse_status", "answer_pred", "answer_em", "answer_f1",
+    "rouge_l", "has_trace_target", "cls_pred", "cls_correct", "ir_pred", "ir_precision",
+    "ir_recall", "ir_exact", "trace_correct", "compat_evaluated", "cls_correct_compat",
+    "ir_correct_compat", "trace_correct_compat",
+]
+RUN_COLUMNS = ["dataset", "model", "condition", "seed"]
+ALL_ITEM_COLUMNS = RUN_COLUMNS + ITEM_COLUMNS
+
+STATUS_OK = "ok"
+# Every failure class, in the order they are joined in ``parse_status``.
+FAILURE_CLASSES = ("empty", "no_tags", "no_think", "unclosed_think", "no_answer_tag", "no_cls",
+                   "no_facts", "facts_unparsed")
+# Failure classes that leave no trace to score (classification / IR / trace all False).
+NO_TRACE = frozenset({"empty", "no_tags", "no_think", "unclosed_think"})
+
+ANSWER_RULES = ("strict", "compat")
+COMPAT_JOINS = ("id", "answer")
+
+# A new user turn the model started by itself (both rules cut the answer there).
+_NEW_TURN = "answer the question based on"
+
+
+def _check_dataset(dataset: str) -> None:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+
+
+def ws(text: str) -> str:
+    """Whitespace-normalised text (runs of whitespace -> one space, stripped)."""
+    return " ".join(str(text).split())
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class ParsedOutput:
+    """One model output split into its steps.
+
+    ``cited_facts`` is the parsed list literal of the retrieval step, or None when there is no
+    retrieval step or its literal did not parse (``retrieval_text`` then holds the raw text,
+    and :func:`cite_indices` falls back to verbatim context facts)."""
+
+    answer: str
+    cls_text: str | None
+    cls_label: str | None
+    cited_facts: list[str] | None
+    status: str
+    think_text: str | None = None
+    retrieval_text: str | None = None
+    issues: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def has_trace(self) -> bool:
+        """True when a closed think block was found (the steps can be scored)."""
+        return not (set(self.issues) & NO_TRACE)
+
+
+def _template_parts(template: str, slot: str) -> tuple[str, str]:
+    head, _, tail = template.partition("{" + slot + "}")
+    return head, tail
+
+
+def _find_ci(text: str, needle: str, start: int = 0) -> int:
+    return text.lower().find(needle.lower(), start)
+
+
+_ROLE_HEADER = re.compile(r"^\s*assistant\b:?", re.IGNORECASE)
+
+
+def _strip_role_header(text: str) -> str:
+    """Drop a leading chat-role word ("assistant") left by decoding without the prompt."""
+    return _ROLE_HEADER.sub("", text, count=1)
+
+
+def extract_answer_compat(text: str) -> str:
+    """The original study's answer extraction (STUDY_SPEC §5): the text inside
+    ``<answer>…</answer>`` if present; else the text before "answer the question based on";
+    else the text after " answer "; else after "answer:"; then every "assistant" and "think"
+    is deleted. The keyword tests ignore case (the original's scorer lower-cased first)."""
+    text = "" if text is None else str(text)
+    i = text.find(ANSWER_OPEN)
+    j = text.find(ANSWER_CLOSE, i + len(ANSWER_OPEN)) if i >= 0 else -1
+    if i >= 0 and j >= 0:
+        ans = text[i + len(ANSWER_OPEN):j]
+    else:
+        low = text.lower()
+        if _NEW_TURN in low:
+            ans = text[:low.find(_NEW_TURN)]
+        elif " answer " in low:
+            parts = _split_ci(text, " answer ")
+            ans = parts[1]
+        elif "answer:" in low:
+            parts = _split_ci(text, "answer:")
+            ans = parts[1]
+        else:
+            ans = text
+    ans = re.sub("assistant", "", ans, flags=re.IGNORECASE)
+    ans = re.sub("think", "", ans, flags=re.IGNORECASE)
+    return ans.strip()
+
+
+def _split_ci(text: str, sep: str) -> list[str]:
+    """``str.split`` with a case-insensitive separator (keeps the original casing)."""
+    return re.split(re.escape(sep), text, flags=re.IGNORECASE)
+
+
+def _extract_answer_strict(text: str, think_end: int | None, think_unclosed: bool) -> tuple[str, bool]:
+    """(answer, complete answer tag found). The answer tag after the think block; else the text
+    after ``</think>``; else nothing when the think block never closed; else the whole text.
+    A new user turn the model started by itself and a leading role word are cut."""
+    start = think_end if think_end is not None else 0
+    i = text.find(ANSWER_OPEN, start)
+    tagged = False
+    if i >= 0:
+        j = text.find(ANSWER_CLOSE, i + len(ANSWER_OPEN))
+        if j >= 0:
+            ans, tagged = text[i + len(ANSWER_OPEN):j], True
+        else:  # truncated inside the answer
+            ans = text[i + len(ANSWER_OPEN):]
+    elif think_end is not None:
+        ans = text[think_end:]
+    elif think_unclosed:
+        ans = ""
+    else:
+        ans = text
+    k = _find_ci(ans, _NEW_TURN)
+    if k >= 0:
+        ans = ans[:k]
+    ans = _strip_role_header(ans)
+    return ans.strip(), tagged
+
+
+def _parse_classification(think: str, dataset: str) -> tuple[str | None, str | None]:
+    """(cls_text, cls_label) from the think text. The label is read after the template's
+    prefix (the whole prefix, or its last sentence when the model garbled the first one) up
+    to the end of the line or the start of the retrieval sentence."""
+    head, tail = _template_parts(CLASSIFICATION[dataset], "label")
+    r_head, _ = _template_parts(RETRIEVAL[dataset], "facts")
+    anchors = [head]
+    last = head.rstrip()
+    if ". " in last:
+        anchors.append(last.rsplit(". ", 1)[1] + " ")
+    for anchor in anchors:
+        i = think.find(anchor)
+        if i < 0:
+            continue
+        start = i + len(anchor)
+        end = len(think)
+        for stop in ("\n", r_head):
+            k = think.find(stop, start)
+            if 0 <= k < end:
+                end = k
+        raw = think[start:end].strip()
+        label = raw[:-len(tail)] if tail and raw.endswith(tail) else raw
+        label = label.strip()
+        cls_text = think[i:end].strip()
+        return cls_text, (label if label else None)
+    first_line = think.strip().split("\n", 1)[0].strip()
+    return (first_line or None), None
+
+
+def _parse_literal(text: str) -> list[str] | None:
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    if isinstance(value, str):  # a bare string: one cited fact
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [v if isinstance(v, str) else repr(v) for v in value]
+    return None
+
+
+def parse_output(text: str, dataset: str, *, answer_rule: str = "strict") -> ParsedOutput:
+    """Split one generated text into classification, cited facts and answer.
+
+    ``answer_rule``: ``strict`` (answer tag; else the text after ``</think>``; else the whole
+    text) or ``compat`` (the original's extraction with its fallbacks,
+    :func:`extract_answer_compat`). The trace parse is the same under both rules."""
+    _check_dataset(dataset)
+    if answer_rule not in ANSWER_RULES:
+        raise ValueError(f"answer_rule must be one of {ANSWER_RULES}, got {answer_rule!r}")
+    text = "" if text is None or (isinstance(text, float) and math.isnan(text)) else str(text)
+
+    if not text.strip():
+        return ParsedOutput("", None, None, None, "empty", issues=("empty",))
+
+    # The think block: from <think> (or the start, if the prompt already opened it) to </think>.
+    o = text.find(THINK_OPEN)
+    c = text.find(THINK_CLOSE, o + len(THINK_OPEN) if o >= 0 else 0)
+    think: str | None = None
+    think_end: int | None = None
+    unclosed = False
+    if c >= 0:
+        # o < 0: the prompt opened the think block, the output starts inside it
+        think = text[o + len(THINK_OPEN):c] if o >= 0 else _strip_role_header(text[:c])
+        think_end = c + len(THINK_CLOSE)
+    elif o >= 0:
+        unclosed = True
+
+    answer, tagged = _extract_answer_strict(text, think_end, unclosed)
+    if answer_rule == "compat":
+        answer = extract_answer_compat(text)
+
+    issues: list[str] = []
+    if think is None:
+        if unclosed:
+            issues.append("unclosed_think")
+        elif ANSWER_OPEN in text:
+            issues.append("no_think")
+        else:
+            issues.append("no_tags")
+        return ParsedOutput(answer, None, None, None, "+".join(issues), issues=tuple(issues))
+
+    if not tagged:
+        issues.append("no_answer_tag")
+    cls_text, cls_label = _parse_classification(think, dataset)
+    if cls_label is None:
+        issues.append("no_cls")
+    r_head, _ = _template_parts(RETRIEVAL[dataset], "facts")
+    k = think.find(r_head)
+    cited: list[str] | None = None
+    retrieval_text: str | None = None
+    if k < 0:
+        issues.append("no_facts")
+    else:
+        retrieval_text = think[k + len(r_head):]
+        cited = _parse_literal(retrieval_text)
+        if cited is None:
+            issues.append("facts_unparsed")
+    status = "+".join(issues) if issues else STATUS_OK
+    return ParsedOutput(answer, cls_text, cls_label, cited, status, think_text=think,
+                        retrieval_text=retrieval_text, issues=tuple(issues))
+
+
+def cite_indices(parsed: ParsedOutput, context: Sequence[str],
+                 relevant: Iterable[int] = ()) -> tuple[list[int], int]:
+    """Map the cited facts to context indices: (indices, number of cited strings that are in
+    no context fact). Strings are compared after whitespace normalisation; a repeated
+    citation counts once; when the context holds the same text several times, a relevant copy
+    is preferred. When the list literal did not parse, the cited facts are the context facts
+    that appear verbatim (whitespace-normalised) in the retrieval text."""
+    context = [str(c) for c in context]
+    norm = [ws(c) for c in context]
+    relevant = set(int(r) for r in relevant)
+    if parsed.cited_facts is None:
+        if parsed.retrieval_text is None:
+            return [], 0
+        hay = ws(parsed.retrieval_text)
+        return [i for i, n in enumerate(norm) if n and n in hay], 0
+    free: dict[str, list[int]] = {}
+    for i, n in enumerate(norm):
+        free.setdefault(n, []).append(i)
+    out: list[int] = []
+    unmatched = 0
+    seen: set[str] = set()
+    for s in parsed.cited_facts:
+        n = ws(s)
+        if n in seen:
+            continue
+        seen.add(n)
+        slots = free.get(n)
+        if not slots:
+            unmatched += 1
+            continue
+        pick = next((i for i in slots if i in relevant), slots[0])
+        slots.remove(pick)
+        out.append(pick)
+    return out, unmatched
+
+
+# --------------------------------------------------------------------------------------------
+# Answer scoring
+# --------------------------------------------------------------------------------------------
+
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    """Lower case, ASCII punctuation removed, whitespace collapsed (the CoTempQA
+    benchmark's normalisation; used for every dataset)."""
+    s = str(s).lower()
+    s = "".join(ch for ch in s if ch not in _PUNCT)
+    return " ".join(s.split())
+
+
+def token_f1(pred: str, gold: str) -> float:
+    """Token-level F1 of the normalised strings (1.0 when both are empty)."""
+    p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
+    if not p or not g:
+        return float(p == g)
+    same = sum((Counter(p) & Counter(g)).values())
+    if same == 0:
+        return 0.0
+    prec, rec = same / len(p), same / len(g)
+    return 2 * prec * rec / (prec + rec)
+
+
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token sequences."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(pred: str, gold: str, beta: float = 1.0) -> float:
+    """ROUGE-L F over normalised tokens: P = LCS/|pred|, R = LCS/|gold|,
+    F = (1+beta²)PR / (R + beta²P) (beta = 1: the harmonic mean)."""
+    p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
+    if not p or not g:
+        return float(p == g)
+    lcs = lcs_length(p, g)
+    if lcs == 0:
+        return 0.0
+    prec, rec = lcs / len(p), lcs / len(g)
+    b2 = beta * beta
+    return (1 + b2) * prec * rec / (rec + b2 * prec)
+
+
+# The official CoTempQA relation templates. Order = the order relations are tried; a fact's
+# first keyword that is present selects the relation, its first matching template wins (if
+# none matches, the next present keyword is tried).
+_COTEMP_RELATIONS = [
+    (" the position of ", "holds the position of"),
+    (" a member of ", "is a member of the"),
+    (" the chair of ", "is the chair of"),
+    (" the head of ", "is the head of"),
+    (" owned by ", "is owned by"),
+    ("attend", "attended"),
+    ("work", "works for"),
+    ("play", "plays for"),
+]
+_COTEMP_TENSE = [(" was ", " is "), (" held ", " holds "), (" worked ", " works "),
+                 (" played ", " plays ")]
+
+
+def _relation_patterns(phrase: str) -> list[re.Pattern]:
+    p = re.escape(phrase)
+    return [re.compile(rf"(.+?) {p} (.+?) from (.+?) to (.+?)\."),   # from ... to ...
+            re.compile(rf"(.+?) {p} (.+?) in (.+?)\."),              # in <date>
+            re.compile(rf"(.+?) {p} (.+?) from (.+?)"),              # from <date> (open)
+            re.compile(rf"(.+?) {p} (.+?)\.")]                       # no date
+
+
+_COTEMP_PATTERNS = [(kw, _relation_patterns(phrase)) for kw, phrase in _COTEMP_RELATIONS]
+
+
+def cotempqa_entities(facts: Sequence[str], triple_element: str) -> list[str]:
+    """Entities the official scorer extracts from the context facts (lower-cased). A fact
+    ``X <relation> Y <date>`` yields Y for ``S2_R1_O1`` questions and X otherwise: the
+    official code's choice, which looks inverted but is reproduced as is."""
+    take_x = "S2_R1_O1" not in str(triple_element)
+    out = []
+    for fact in facts:
+        fact = str(fact)
+        done = False
+        for kw, patterns in _COTEMP_PATTERNS:
+            if done:
+                break
+            if kw not in fact:
+                continue
+            for old, new in _COTEMP_TENSE:
+                fact = fact.replace(old, new)
+            for pat in patterns:
+                m = pat.match(fact)
+                if m:
+                    out.append((m.group(1) if take_x else m.group(2)).lower())
+                    done = True
+                    break
+    return out
+
+
+def _official_prefilter(prediction: str) -> str:
+    """The official scorer's own cut of the (lower-cased) prediction."""
+    if _NEW_TURN in prediction:
+        return prediction.split(_NEW_TURN)[0]
+    if " answer " in prediction:
+        return prediction.split(" answer ")[1]
+    return prediction
+
+
+def cotempqa_official(prediction: str, gold: list[str], question: str, facts: list[str],
+                      triple_element: str) -> tuple[list[str], bool, float]:
+    """CoTempQA scoring with the benchmark's official semantics (STUDY_SPEC §5).
+
+    Returns (predicted answers, EM, F1). Candidates = gold answers and the entities of the
+    context facts (:func:`cotempqa_entities`), lower-cased, longest first (ties
+    alphabetically, for determinism). Walking them, the first candidate found in both the
+    prediction and the question is removed from the prediction (every occurrence, as
+    ``str.replace`` does) and skipped; every other candidate found in the prediction is a
+    predicted answer and is removed from it. If none was found, what is left of the
+    prediction is the single predicted answer. Predicted and gold lists are de-duplicated,
+    normalised (:func:`normalize_answer`) and sorted (in the official order: de-duplication
+    before normalisation); EM = the lists are equal; F1 over answer strings."""
+    pred = _official_prefilter(str(prediction).lower())
+    golds = [str(g).lower() for g in gold]
+    q = str(question).lower()
+    cands = sorted(set(cotempqa_entities(facts, triple_element)) | set(golds),
+                   key=lambda s: (-len(s), s))
+    found: list[str] = []
+    skipped = False
+    for cand in cands:
+        if cand not in pred:
+            continue
+        if not skipped and cand in q:
+            pred = pred.replace(cand, "")
+            skipped = True
+            continue
+        found.append(cand)
+        pred = pred.replace(cand, "")
+    if not found:
+        found = [pred]
+    predicted = sorted(normalize_answer(p) for p in set(found))
+    gold_norm = sorted(normalize_answer(g) for g in set(golds))
+    em = predicted == gold_norm
+    same = sum((Counter(predicted) & Counter(gold_norm)).values())
+    if same == 0:
+        f1 = 0.0
+    else:
+        prec, rec = same / len(predicted), same / len(gold_norm)
+        f1 = 2 * prec * rec / (prec + rec)
+    return predicted, em, f1
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    if isinstance(value, float) and math.isnan(value):
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+def _meta(row: Mapping) -> dict:
+    m = row.get("meta") if hasattr(row, "get") else None
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return {}
+    if isinstance(m, str):
+        try:
+            m = json.loads(m) if m.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"row {row.get('id')!r}: meta is not JSON ({e})") from None
+    if not isinstance(m, Mapping):
+        raise ValueError(f"row {row.get('id')!r}: meta must be a JSON object, got {type(m).__name__}")
+    return dict(m)
+
+
+def _unescape_list_literal(answer: str) -> str:
+    """A CoTempQA answer rendered as a list literal, with Python's escapes undone (repr writes
+    e.g. a no-break space as the four characters backslash-x-a-0, which the official matching
+    would never find in the context). Anything that is not a list of strings is unchanged."""
+    items = _parse_literal(answer) if answer.strip().startswith(("[", "(")) else None
+    if not items:
+        return answer
+    return "[" + ", ".join(f"'{s}'" for s in items) + "]"
+
+
+def answer_scores(pred_answer: str, row: Mapping, dataset: str, *,
+                  decode_literal: bool = True) -> dict:
+    """Answer EM / F1 (and ROUGE-L F for MS MARCO, else NaN) of an extracted answer against
+    a data row (``answers``; CoTempQA also ``question``, ``context`` and ``meta``'s
+    ``triple_element``). With several gold answers (bAbI / MS MARCO), the best one counts.
+    ``decode_literal`` (CoTempQA): undo the escapes of a list-literal answer first (see
+    :func:`_unescape_list_literal`; off under the original's rules)."""
+    _check_dataset(dataset)
+    pred_answer = "" if pred_answer is None else str(pred_answer)
+    golds = [str(a) for a in _as_list(row["answers"])]
+    if not golds:
+        raise ValueError(f"row {row.get('id')!r}: no gold answers")
+    if dataset == "cotempqa":
+        if decode_literal:
+            pred_answer = _unescape_list_literal(pred_answer)
+        meta = _meta(row)
+        if "triple_element" not in meta:
+            raise ValueError(f"row {row.get('id')!r}: CoTempQA scoring needs meta.triple_element")
+        _, em, f1 = cotempqa_official(pred_answer, golds, str(row["question"]),
+                                      [str(c) for c in _as_list(row["context"])],
+                                      meta["triple_element"])
+        return {"em": bool(em), "f1": float(f1), "rouge_l": float("nan")}
+    p = normalize_answer(pred_answer)
+    em = any(p == normalize_answer(g) for g in golds)
+    f1 = max(token_f1(pred_answer, g) for g in golds)
+    rl = max(rouge_l(pred_answer, g) for g in golds) if dataset == "marco" else float("nan")
+    return {"em": bool(em), "f1": float(f1), "rouge_l": float(rl)}
+
+
+# --------------------------------------------------------------------------------------------
+# Trace scoring
+# --------------------------------------------------------------------------------------------
+
+def labels_equal(pred: str | None, gold: str | None) -> bool:
+    if pred is None or gold is None:
+        return False
+    return str(pred).strip().casefold() == str(gold).strip().casefold()
+
+
+def strict_trace(parsed: ParsedOutput, row: Mapping) -> dict:
+    """Strict step scores of one parsed output against its gold row."""
+    relevant = sorted(set(int(r) for r in _as_list(row["relevant"])))
+    context = [str(c) for c in _as_list(row["context"])]
+    if not parsed.has_trace:
+        return {"cls_pred": None, "cls_correct": False, "ir_pred": [], "ir_precision": 0.0,
+                "ir_recall": 0.0, "ir_exact": False, "trace_correct": False}
+    cls_ok = labels_equal(parsed.cls_label, row["category"])
+    if "no_facts" in parsed.issues:
+        ir_pred, unmatched = [], 0
+        prec = rec = 0.0
+        exact = False
+    else:
+        ir_pred, unmatched = cite_indices(parsed, context, relevant)
+        hits = len(set(ir_pred) & set(relevant))
+        n_cited = len(ir_pred) + unmatched
+        prec = hits / n_cited if n_cited else (1.0 if not relevant else 0.0)
+        rec = hits / len(relevant) if relevant else (1.0 if not n_cited else 0.0)
+        exact = unmatched == 0 and set(ir_pred) == set(relevant)
+    return {"cls_pred": parsed.cls_label, "cls_correct": bool(cls_ok),
+            "ir_pred": [int(i) for i in ir_pred], "ir_precision": float(prec),
+            "ir_recall": float(rec), "ir_exact": bool(exact),
+            "trace_correct": bool(cls_ok and exact)}
+
+
+def compat_trace_text(text: str) -> str | None:
+    """The trace the original evaluated: the text before the first ``</think>``, or None when
+    the output is not evaluated (no "think" in it, or nothing but the think tag and a role
+    word before ``</think>``)."""
+    text = "" if text is None else str(text)
+    if "think" not in text:
+        return None
+    trace = text.split(THINK_CLOSE)[0]
+    content = _strip_role_header(trace.replace(THINK_OPEN, "")).strip()
+    return trace if content else None
+
+
+def compat_trace(text: str, row: Mapping, dataset: str) -> dict:
+    """The original's trace checks (``compat``) against gold row ``row``: evaluated or not;
+    C = gold label substring of sentence 1 (CoTempQA) / sentence 2 (bAbI, MS MARCO) of the
+    trace split on "."; R = any context fact of the row verbatim in the trace."""
+    _check_dataset(dataset)
+    trace = compat_trace_text(text)
+    if trace is None:
+        return {"compat_evaluated": False, "cls_correct_compat": pd.NA,
+                "ir_correct_compat": pd.NA, "trace_correct_compat": pd.NA}
+    label = "" if row["category"] is None else str(row["category"])
+    sentences = trace.split(".")
+    pos = 0 if dataset == "cotempqa" else 1
+    cls_ok = bool(label) and len(sentences) > pos and label in sentences[pos]
+    ir_ok = any(str(f) and str(f) in trace for f in _as_list(row["context"]))
+    return {"compat_evaluated": True, "cls_correct_compat": bool(cls_ok),
+            "ir_correct_compat": bool(ir_ok), "trace_correct_compat": bool(cls_ok and ir_ok)}
+
+
+def answer_text(answers: Sequence[str], dataset: str) -> str:
+    """A row's answer as one text (what the original's answer-substring join searched)."""
+    return render_answer(dataset, [str(a) for a in answers])
+
+
+# --------------------------------------------------------------------------------------------
+# Items
+# --------------------------------------------------------------------------------------------
+
+_GOLD_COLUMNS = ("id", "question", "context", "answers", "category", "relevant")
+
+
+def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condition: str,
+                mode_compat_join: str = "id", answer_rule: str = "strict") -> pd.DataFrame:
+    """Score predictions (columns ``id``, ``prediction``) against gold rows (the data schema).
+
+    Returns one row per prediction, in the prediction order, with exactly
+    :data:`ITEM_COLUMNS` (the caller adds dataset, model, condition, seed).
+    ``mode_compat_join``: how the compat trace checks find their gold row: ``id`` (the item's
+    own row) or ``answer`` (the original's join: the first gold row whose answer text
+    contains the item's first gold answer). ``answer_rule``: see :func:`parse_output`.
+    A prediction whose id is not in ``gold`` raises; ids must be unique on both sides."""
+    _check_dataset(dataset)
+    if mode_compat_join not in COMPAT_JOINS:
+        raise ValueError(f"mode_compat_join must be one of {COMPAT_JOINS}, got {mode_compat_join!r}")
+    for col in ("id", "prediction"):
+        if col not in preds.columns:
+            raise KeyError(f"predictions lack column {col!r} (have {list(preds.columns)})")
+    missing_cols = [c for c in _GOLD_COLUMNS if c not in gold.columns]
+    if missing_cols:
+        raise KeyError(f"gold lacks columns {missing_cols} (have {list(gold.columns)})")
+    gold = gold.reset_index(drop=True)
+    gold_ids = gold["id"].astype(str)
+    dup = gold_ids[gold_ids.duplicated()].unique().tolist()
+    if dup:
+        raise ValueError(f"gold has duplicate ids: {dup[:5]}{' ...' if len(dup) > 5 else ''}")
+    pred_ids = preds["id"].astype(str)
+    dup = pred_ids[pred_ids.duplicated()].unique().tolist()
+    if dup:
+        raise ValueError(f"predictions have duplicate ids: {dup[:5]}{' ...' if len(dup) > 5 else ''}")
+    pos = {i: k for k, i in enumerate(gold_ids)}
+    missing = [i for i in pred_ids if i not in pos]
+    if missing:
+        raise KeyError(f"{len(missing)} prediction ids are not in the gold data, e.g. {missing[:5]}")
+    rows = gold.to_dict("records")
+    texts = [answer_text(_as_list(r["answers"]), dataset) for r in rows]
+
+    def joined(row: Mapping) -> Mapping | None:
+        if mode_compat_join == "id":
+            return row
+        answers = _as_list(row["answers"])
+        if not answers:
+            return None
+        first = str(answers[0])
+        k = next((k for k, t in enumerate(texts) if first in t), None)
+        return rows[k] if k is not None else None
+
+    has_target = condition in TRACE_CONDITIONS
+    out = []
+    for pid, text in zip(pred_ids, preds["prediction"].tolist()):
+        row = rows[pos[pid]]
+        text = "" if text is None or (isinstance(text, float) and math.isnan(text)) else str(text)
+        parsed = parse_output(text, dataset, answer_rule=answer_rule)
+        ans = answer_scores(parsed.answer, row, dataset, decode_literal=answer_rule == "strict")
+        strict = strict_trace(parsed, row)
+        jrow = joined(row)
+        compat = (compat_trace(text, jrow, dataset) if jrow is not None else
+                  {"compat_evaluated": False, "cls_correct_compat": pd.NA,
+                   "ir_correct_compat": pd.NA, "trace_correct_compat": pd.NA})
+        out.append({"id": pid, "category": str(row["category"]), "prediction": text,
+                    "parse_status": parsed.status, "answer_pred": parsed.answer,
+                    "answer_em": ans["em"], "answer_f1": ans["f1"], "rouge_l": ans["rouge_l"],
+                    "has_trace_target": has_target, **strict, **compat})
+    return _typed(pd.DataFrame(out, columns=ITEM_COLUMNS))
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    """Fixed dtypes, so items of different runs concatenate and round-trip through parquet."""
+    df = df.copy()
+    for col in ("id", "category", "prediction", "parse_status", "answer_pred"):
+        df[col] = df[col].astype(str)
+    for col in ("answer_em", "has_trace_target", "cls_correct", "ir_exact", "trace_correct",
+                "compat_evaluated"):
+        df[col] = df[col].astype(bool)
+    for col in ("answer_f1", "rouge_l", "ir_precision", "ir_recall"):
+        df[col] = df[col].astype(float)
+    for col in ("cls_correct_compat", "ir_correct_compat", "trace_correct_compat"):
+        df[col] = pd.array(df[col].tolist(), dtype="boolean")
+    df["cls_pred"] = pd.Series([None if v is None or (isinstance(v, float) and math.isnan(v))
+                                else str(v) for v in df["cls_pred"]], dtype=object, index=df.index)
+    df["ir_pred"] = pd.Series([[int(i) for i in v] for v in df["ir_pred"]], dtype=object,
+                              index=df.index)
+    return df
+
+
+def update_items_file(path: str | Path, items: pd.DataFrame) -> pd.DataFrame:
+    """Merge the items of some runs into ``results/<profile>/items.parquet``: rows of the same
+    runs (dataset, model, condition, seed) are replaced, others kept. Returns the merged frame."""
+    missing = [c for c in ALL_ITEM_COLUMNS if c not in items.columns]
+    extra = [c for c in items.columns if c not in ALL_ITEM_COLUMNS]
+    if missing or extra:
+        raise ValueError(f"items columns differ from docs/architecture.md: missing {missing}, "
+                         f"unexpected {extra}")
+    items = items[ALL_ITEM_COLUMNS]
+    path = Path(path)
+    if path.exists():
+        old = pd.read_parquet(path)
+        runs = set(map(tuple, items[RUN_COLUMNS].astype(str).drop_duplicates().to_numpy()))
+        keep = [tuple(r) not in runs for r in old[RUN_COLUMNS].astype(str).to_numpy()]
+        merged = pd.concat([old[keep], items], ignore_index=True)
+    else:
+        merged = items.reset_index(drop=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.parquet")
+    merged.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return merged
+
+
+# --------------------------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------------------------
+
+def table_2x2(answer_ok: Iterable[bool], step_ok: Iterable[bool]) -> list[list[int]]:
+    """``[[A and T, A and not T], [not A and T, not A and not T]]``."""
+    a = np.asarray(list(answer_ok), dtype=bool)
+    t = np.asarray(list(step_ok), dtype=bool)
+    return [[int((a & t).sum()), int((a & ~t).sum())], [int((~a & t).sum()), int((~a & ~t).sum())]]
+
+
+def _mean(s: pd.Series) -> float | None:
+    s = pd.to_numeric(s, errors="coerce").dropna()
+    return float(s.mean()) if len(s) else None
+
+
+def status_counts(statuses: Iterable[str]) -> dict:
+    """Counts per full status and per failure class (a status can hold several classes)."""
+    statuses = list(statuses)
+    full = Counter(statuses)
+    classes = Counter()
+    for s in statuses:
+        for part in str(s).split("+"):
+            classes[part] += 1
+    return {"by_status": dict(sorted(full.items())),
+            "by_class": {k: int(classes.get(k, 0)) for k in (STATUS_OK,) + FAILURE_CLASSES}}
+
+
+def summarize(items: pd.DataFrame) -> dict:
+    """The JSON summary of scored items: n, answer EM / F1 (/ ROUGE-L), step accuracies, the
+    three 2x2 tables (answer x classification, answer x IR, answer x trace) under the strict
+    and the compat rules (compat tables over evaluated outputs only), failure-class counts,
+    and the same key numbers per category."""
+    n = int(len(items))
+    em = items["answer_em"].astype(bool)
+
+    def block(df: pd.DataFrame) -> dict:
+        e = df["answer_em"].astype(bool)
+        return {
+            "n": int(len(df)),
+            "answer": {"em": _mean(e), "f1": _mean(df["answer_f1"]), "rouge_l": _mean(df["rouge_l"])},
+            "strict": {
+                "cls_acc": _mean(df["cls_correct"].astype(float)),
+                "ir_exact_acc": _mean(df["ir_exact"].astype(float)),
+                "ir_precision": _mean(df["ir_precision"]),
+                "ir_recall": _mean(df["ir_recall"]),
+                "trace_acc": _mean(df["trace_correct"].astype(float)),
+            },
+        }
+
+    out = block(items)
+    ev = items[items["compat_evaluated"].astype(bool)]
+    eve = ev["answer_em"].astype(bool)
+    out["strict"]["tables"] = {
+        "answer_x_cls": table_2x2(em, items["cls_correct"]),
+        "answer_x_ir": table_2x2(em, items["ir_exact"]),
+        "answer_x_trace": table_2x2(em, items["trace_correct"]),
+    }
+    out["compat"] = {
+        "n_evaluated": int(len(ev)),
+        "n_unevaluated": n - int(len(ev)),
+        "cls_acc": _mean(ev["cls_correct_compat"].astype(float)),
+        "ir_acc": _mean(ev["ir_correct_compat"].astype(float)),
+        "trace_acc": _mean(ev["trace_correct_compat"].astype(float)),
+        "tables": {
+            "answer_x_cls": table_2x2(eve, ev["cls_correct_compat"].astype(bool)),
+            "answer_x_ir": table_2x2(eve, ev["ir_correct_compat"].astype(bool)),
+            "answer_x_trace": table_2x2(eve, ev["trace_correct_compat"].astype(bool)),
+        },
+    }
+    out["parse_status"] = status_counts(items["parse_status"])
+    out["by_category"] = {str(cat): block(df) for cat, df in items.groupby("category", sort=True)}
+    return _jsonable(out)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    return obj
