@@ -1,0 +1,490 @@
+"""Loaders (real files, hub with the network mocked, fixtures), schema validation, bad input,
+splits, caps, the prepare stage and its data card."""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+
+import pandas as pd
+import pytest
+
+from helpers import config, data, paths
+from helpers.decompose import BABI_PAPER11, BABI_TASKS
+
+SHARED = paths.SHARED_DATA
+needs_babi = pytest.mark.skipif(not (SHARED / "babi" / "en").is_dir(), reason="../shared/data/babi absent")
+needs_cotempqa = pytest.mark.skipif(not (SHARED / "cotempqa").is_dir(), reason="../shared/data/cotempqa absent")
+
+
+# =================================================================== fixtures (files)
+
+def _cot_record(i, scenario, answers=("Redfield Labs",), facts=None, **kw):
+    facts = facts if facts is not None else [
+        f"Ada Holt{i} works for Redfield Labs from 1990 to 1995.",
+        f"Ada Holt{i} works for Ashford Bank from 1991 to 1993.",
+        f"Ada Holt{i} holds the position of mayor in 1980."]
+    r = {"index": i, "triple_element": "S1_R1_O2",
+         "question": f"While Ada Holt{i} was working for Ashford Bank, which employer did Ada Holt{i} work for at the same time?",
+         "facts": facts, "answer": list(answers)}
+    r.update(kw)
+    return r
+
+
+SIZES = {"equal": 11, "overlap": 7, "during": 13, "mix": 6}
+
+
+def write_cotempqa(root):
+    d = root / "cotempqa"
+    d.mkdir(parents=True)
+    for s, n in SIZES.items():
+        recs = [_cot_record(i, s) for i in range(n)]
+        if s == "equal":
+            del recs[2]["facts"]                       # a row missing a field
+            recs[3]["facts"] = []                      # an empty context
+            recs[4]["answer"] = ["Nowhere Inc"]        # answer in no fact
+        with open(d / f"{s}.json", "w") as f:
+            for r in recs:
+                f.write(json.dumps(r) + "\n")
+            f.write("\n")                              # blank lines are allowed
+    return root
+
+
+def _babi_story(k, qa=True):
+    lines = [f"1 Mary{k} moved to the bathroom.", f"2 John{k} went to the hallway."]
+    if qa:
+        lines += [f"3 Where is Mary{k}? \tbathroom\t1", "4 Mary{k} went to the garden.".format(k=k),
+                  f"5 Where is Mary{k}? \tgarden\t4"]
+    return lines
+
+
+def write_babi(root, n_train=5, n_test=21, tasks=BABI_PAPER11):
+    d = root / "babi" / "en"
+    d.mkdir(parents=True)
+    for t in tasks:
+        for pool, n in (("train", n_train), ("test", n_test)):
+            lines = [ln for k in range(n) for ln in _babi_story(k)]
+            (d / f"qa{t}_{BABI_TASKS[t]}_{pool}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+# =================================================================== schema
+
+def _good_row(**kw):
+    r = data.make_row(id="babi/qa1/train/0", dataset="babi", split="train", question="Where is Mary?",
+                      context=["Mary moved to the bathroom.", "John went to the hallway."], answers=["bathroom"],
+                      category="single-supporting-fact", source="local:x.txt",
+                      meta={"task": 1, "line_ids": ["1", "2"], "supporting_ids": ["1"]})
+    r.update(kw)
+    return r
+
+
+def test_make_row_and_validate():
+    df = data.frame([_good_row()])
+    assert list(df.columns) == data.COLUMNS
+    data.validate(df)
+    assert df.loc[0, "relevant"] == [0] and df.loc[0, "flags"] == [] and not df.loc[0, "synthetic"]
+
+
+@pytest.mark.parametrize("change, col", [
+    ({"relevant": [5]}, "relevant"),
+    ({"meta": "{not json"}, "meta"),
+    ({"category": "qa1"}, "category"),
+    ({"answers": []}, "answers"),
+    ({"split": "validation"}, "split"),
+    ({"context": "Mary moved."}, "context"),
+    ({"synthetic": True}, "synthetic"),
+])
+def test_validate_names_row_and_column(change, col):
+    df = data.frame([_good_row(), _good_row(id="babi/qa1/train/1", **change)])
+    with pytest.raises(ValueError, match=rf"id='babi/qa1/train/1'.*column '{col}'"):
+        data.validate(df)
+
+
+def test_validate_columns_and_duplicates():
+    df = data.frame([_good_row()])
+    with pytest.raises(ValueError, match="missing \\['meta'\\]"):
+        data.validate(df.drop(columns=["meta"]))
+    with pytest.raises(ValueError, match="duplicated id"):
+        data.validate(pd.concat([df, df], ignore_index=True))
+
+
+# =================================================================== CoTempQA
+
+def test_cotempqa_local_fixture(tmp_path):
+    root = write_cotempqa(tmp_path)
+    df, rep = data.load_cotempqa_local(root, seed=42)
+    data.validate(df)
+    # the row without facts is excluded by rule and reported with its file and line
+    assert rep["excluded"] == [{"id": "cotempqa/equal/2", "reason": "missing field facts",
+                                "where": "cotempqa/equal.json:3"}]
+    kept = {s: n - (s == "equal") for s, n in SIZES.items()}
+    for s, n in kept.items():
+        part = df[df["category"] == s]
+        assert len(part) == n
+        assert (part["split"] == "test").sum() == round(0.2 * n)   # pandas' rounding
+    # the same split as pandas' own sample on the file's rows
+    eq = df[df["category"] == "equal"].reset_index(drop=True)
+    expect = set(eq.sample(frac=0.2, random_state=42)["id"])
+    assert set(eq.loc[eq["split"] == "test", "id"]) == expect
+    by_id = df.set_index("id")
+    assert by_id.loc["cotempqa/equal/3", "flags"] == ["empty_context"]
+    assert by_id.loc["cotempqa/equal/4", "flags"] == ["answer_in_no_fact"]
+    assert by_id.loc["cotempqa/equal/4", "relevant"] == []
+    r = by_id.loc["cotempqa/overlap/1"]
+    assert r["relevant"] == [0] and r["answers"] == ["Redfield Labs"] and r["source"] == "local:cotempqa/overlap.json"
+    meta = json.loads(r["meta"])
+    assert meta["triple_element"] == "S1_R1_O2" and meta["index"] == 1 and meta["line"] == 2
+
+
+def test_malformed_jsonl_fails_with_file_and_line(tmp_path):
+    root = write_cotempqa(tmp_path)
+    p = root / "cotempqa" / "mix.json"
+    lines = p.read_text().splitlines()
+    lines[2] = '{"index": 2, "question": "broken'
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"mix\.json:3: malformed JSON"):
+        data.load_cotempqa_local(root)
+    (root / "cotempqa" / "mix.json").unlink()
+    with pytest.raises(FileNotFoundError, match="mix.json"):
+        data.load_cotempqa_local(root)
+
+
+@needs_cotempqa
+def test_real_cotempqa_split_is_20_percent_per_category():
+    df, rep = data.load_cotempqa_local(SHARED, seed=42)
+    data.validate(df)
+    assert rep["excluded"] == []
+    for s in ("equal", "overlap", "during", "mix"):
+        n_file = sum(1 for ln in open(SHARED / "cotempqa" / f"{s}.json") if ln.strip())
+        part = df[df["category"] == s]
+        assert len(part) == n_file
+        assert (part["split"] == "test").sum() == round(0.2 * n_file)
+    test = df[df["split"] == "test"]["category"].value_counts()
+    # the complete scenario files give the original's test sizes (STUDY_SPEC §1)
+    assert (test["equal"], test["overlap"], test["mix"]) == (87, 131, 113)
+    assert df["id"].is_unique
+
+
+# =================================================================== bAbI
+
+def test_babi_fixture_one_sample_per_story(tmp_path):
+    root = write_babi(tmp_path)
+    df, rep = data.load_babi_local(root, "paper11", seed=42)
+    data.validate(df)
+    assert rep["excluded"] == []
+    assert (df["split"] == "train").sum() == 5 * 11
+    assert (df["split"] == "test").sum() == 2 * 11          # floor(10% of 21) per task
+    r = df.set_index("id").loc["babi/qa4/train/3"]
+    assert r["question"] == "Where is Mary3?" and r["answers"] == ["bathroom"]
+    assert r["context"] == ["Mary3 moved to the bathroom.", "John3 went to the hallway."]
+    assert r["relevant"] == [0] and r["category"] == "two-arg-relations"
+    meta = json.loads(r["meta"])
+    assert meta["task"] == 4 and meta["supporting_ids"] == ["1"] and meta["line"] == 3 + 5 * 3
+    assert set(df["category"]) == {BABI_TASKS[t] for t in BABI_PAPER11}
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("x Mary moved.", "numeric line id"),
+    ("3 Where is Mary?\tbathroom", "tab-separated"),
+    ("3 Where is Mary?\tbathroom\tone", "supporting ids must be numbers"),
+    ("7 Mary went home.", "does not follow"),
+])
+def test_babi_malformed_line(tmp_path, bad, why):
+    p = tmp_path / "qa1_single-supporting-fact_train.txt"
+    p.write_text("1 Mary moved to the bathroom.\n2 John went to the hallway.\n" + bad + "\n")
+    with pytest.raises(ValueError, match=rf"{p.name}:3: .*{why}"):
+        data.parse_babi(p)
+
+
+def test_babi_story_without_question_is_reported(tmp_path):
+    root = write_babi(tmp_path, tasks=BABI_PAPER11)
+    p = root / "babi" / "en" / "qa1_single-supporting-fact_train.txt"
+    p.write_text(p.read_text() + "\n".join(_babi_story(99, qa=False)) + "\n")
+    df, rep = data.load_babi_local(root, "paper11", 42)
+    assert rep["excluded"] == [{"id": "babi/qa1/train/5", "reason": "story without a question",
+                                "where": "babi/en/qa1_single-supporting-fact_train.txt"}]
+
+
+@needs_babi
+def test_real_babi_split_3773_376():
+    df, rep = data.load_babi_local(SHARED, "paper11", seed=42)
+    data.validate(df)
+    assert rep["excluded"] == []
+    assert (df["split"] == "train").sum() == 3773
+    assert (df["split"] == "test").sum() == 376
+    assert df["id"].is_unique and set(df["category"]) == {BABI_TASKS[t] for t in BABI_PAPER11}
+    # the first question of each story, its supporting lines inside the context
+    assert (df["relevant"].map(len) > 0).all()
+    assert not df["flags"].map(len).any()
+    r = df.set_index("id").loc["babi/qa1/train/0"]
+    assert (r["question"], r["answers"], r["relevant"]) == ("Where is Mary?", ["bathroom"], [0])
+
+
+@needs_babi
+def test_real_babi_all20_option():
+    df, _ = data.load_babi_local(SHARED, "all20", seed=42)
+    assert df["category"].nunique() == 20
+    assert (df["split"] == "train").sum() > 3773
+
+
+# =================================================================== MS MARCO (local files)
+
+def _marco_rec(qid, qtype, answer="1987", sel=(0, 1, 0)):
+    texts = ["The river is wide.", f"The bridge was built in {answer} by masons.", "Ferries run daily."]
+    return {"query": f"question {qid}", "query_id": qid, "query_type": qtype, "answers": [answer],
+            "passages": {"is_selected": list(sel), "passage_text": texts, "url": ["u1", "u2", "u3"]},
+            "wellFormedAnswers": []}
+
+
+def write_marco(root):
+    d = root / "marco"
+    d.mkdir(parents=True)
+    types = ["DESCRIPTION", "NUMERIC", "ENTITY", "LOCATION", "PERSON"]
+    with open(d / "v2.1_train.jsonl", "w") as f:
+        for i in range(20):
+            f.write(json.dumps(_marco_rec(i, types[i % 5])) + "\n")
+    recs = [_marco_rec(100 + i, types[i % 5]) for i in range(10)]
+    recs[0]["answers"] = ["No Answer Present."]
+    pd.DataFrame(recs).to_parquet(d / "v2.1_validation.parquet")
+    return root
+
+
+def test_marco_local_files_in_hub_schema(tmp_path):
+    root = write_marco(tmp_path)
+    df, rep = data.load_marco_local(root, seed=1, per_type={"train": 3, "test": 2})
+    data.validate(df)
+    assert df.groupby(["split", "category"]).size().tolist() == [2] * 5 + [3] * 5
+    r = df[df["split"] == "train"].iloc[0]
+    assert r["context"][1].startswith("The bridge") and r["relevant"] == [1]
+    meta = json.loads(r["meta"])
+    assert meta["is_selected"] == [0, 1, 0] and meta["answer_passage"] == r["context"][1]
+    assert r["id"] == f"marco/v2.1/train/{meta['query_id']}"
+    na = df.set_index("id").loc["marco/v2.1/validation/100"]
+    assert na["flags"] == ["no_answer_present"] and na["relevant"] == []
+    assert json.loads(na["meta"])["answer_passage"] == "No Answer Present."
+
+
+# =================================================================== hub (network mocked)
+
+class _Calls(list):
+    def __call__(self, *args, **kwargs):
+        self.append((args, kwargs))
+        return self.result(*args, **kwargs)
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """Online, reachable hub with ``datasets.load_dataset`` replaced by a recorder."""
+    import datasets
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(data, "_hub_reachable", lambda timeout=4.0: True)
+    calls = _Calls()
+    monkeypatch.setattr(datasets, "load_dataset", calls)
+    return calls
+
+
+def test_hub_cotempqa(hub, monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    full = "9f49aba" + "0" * 33
+
+    class FakeApi:
+        def list_repo_commits(self, repo, repo_type=None):
+            assert (repo, repo_type) == ("Warrieryes/CotempQA", "dataset")
+            return [type("C", (), {"commit_id": "aee6778" + "1" * 33})(), type("C", (), {"commit_id": full})()]
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    hub.result = lambda *a, **k: datasets.DatasetDict(
+        {s: datasets.Dataset.from_list([_cot_record(i, s) for i in range(SIZES[s])]) for s in SIZES})
+    df, rep = data.load_cotempqa_hub(seed=42)
+    data.validate(df)
+    (args, kwargs), = hub
+    assert args == ("Warrieryes/CotempQA",)
+    assert kwargs == {"data_files": {s: f"{s}.json" for s in ("equal", "overlap", "during", "mix")},
+                      "revision": full}
+    assert rep["source"] == f"hub:Warrieryes/CotempQA@{full}"
+    assert df.groupby("category").size().to_dict() == SIZES
+    assert df.loc[df["category"] == "mix", "split"].eq("test").sum() == round(0.2 * SIZES["mix"])
+    r = df.set_index("id").loc["cotempqa/during/5"]
+    assert r["answers"] == ["Redfield Labs"] and r["relevant"] == [0] and json.loads(r["meta"])["triple_element"] == "S1_R1_O2"
+
+
+def test_hub_marco(hub):
+    import datasets
+
+    types = ["DESCRIPTION", "NUMERIC", "ENTITY", "LOCATION", "PERSON"]
+
+    def fake(repo, name, split, revision):
+        base = 0 if split == "train" else 1000
+        return datasets.Dataset.from_list([_marco_rec(base + i, types[i % 5]) for i in range(15)])
+
+    hub.result = fake
+    df, rep = data.load_marco_hub(seed=3, per_type={"train": 2, "test": 1})
+    data.validate(df)
+    assert [(a, k["split"]) for a, k in hub] == [(("microsoft/ms_marco", "v2.1"), "train"),
+                                                  (("microsoft/ms_marco", "v2.1"), "validation")]
+    assert all(k["revision"] == data.HUB["marco"]["revision"] and len(k["revision"]) == 40 for _, k in hub)
+    assert df.groupby("split").size().to_dict() == {"test": 5, "train": 10}
+    # seeded per-type sample, as pandas does it on the query_type column
+    qt = pd.Series([types[i % 5] for i in range(15)])
+    expect = sorted(i for t in types for i in qt[qt == t].sample(n=2, random_state=3).index)
+    got = sorted(json.loads(m)["query_id"] for m in df.loc[df["split"] == "train", "meta"])
+    assert got == expect
+    r = df.iloc[0]
+    assert r["question"].startswith("question ") and r["category"] in types and r["relevant"] == [1]
+    assert json.loads(r["meta"])["is_selected"] == [0, 1, 0]
+    with pytest.raises(ValueError, match="v1.1"):
+        data.load_marco_hub(version="v3")
+    data.load_marco_hub(seed=3, version="v1.1", per_type={"train": 1, "test": 1})
+    assert hub[-1][0] == ("microsoft/ms_marco", "v1.1")
+
+
+def test_hub_babi(hub):
+    import datasets
+
+    def story(k):
+        return {"story": {"id": ["1", "2", "3"], "type": [0, 0, 1],
+                          "text": [f"Mary{k} moved to the bathroom.", "John went to the hallway.", f"Where is Mary{k}?"],
+                          "supporting_ids": [[], [], ["1"]], "answer": ["", "", "bathroom"]}}
+
+    hub.result = lambda repo, name, revision: datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list([story(k) for k in range(4)]),
+         "test": datasets.Dataset.from_list([story(k) for k in range(30)])})
+    df, rep = data.load_babi_hub("paper11", seed=42)
+    data.validate(df)
+    assert [a for a, _ in hub] == [("facebook/babi_qa", f"en-qa{t}") for t in BABI_PAPER11]
+    assert all(k == {"revision": "refs/convert/parquet"} for _, k in hub)
+    assert (df["split"] == "train").sum() == 4 * 11 and (df["split"] == "test").sum() == 3 * 11
+    r = df.set_index("id").loc["babi/qa7/train/2"]
+    assert (r["question"], r["context"], r["answers"], r["relevant"], r["category"]) == (
+        "Where is Mary2?", ["Mary2 moved to the bathroom.", "John went to the hallway."], ["bathroom"], [0], "counting")
+    # the other layout of a story (a list of line objects) reads the same
+    lines = data._babi_hub_story({"story": [{"id": "1", "type": "context", "text": "A.", "supporting_ids": [], "answer": ""},
+                                            {"id": "2", "type": "question", "text": "Q?", "supporting_ids": ["1"], "answer": "x"}]})
+    assert [ln["question"] for ln in lines] == [False, True] and lines[1]["supporting"] == ["1"]
+
+
+def test_hub_offline_fails_fast_naming_alternatives(monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("load_dataset called offline"))
+    for fn in (data.load_cotempqa_hub, data.load_marco_hub, data.load_babi_hub):
+        t = time.time()
+        with pytest.raises(data.HubUnavailable, match="HF_HUB_OFFLINE=1.*synthetic.*local"):
+            fn()
+        assert time.time() - t < 2
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(data, "_hub_reachable", lambda timeout=4.0: False)
+    with pytest.raises(data.HubUnavailable, match="unreachable.*data_source='synthetic'"):
+        data.load_babi_hub()
+
+
+# =================================================================== sampling, prepare
+
+def test_stratified_sample():
+    df = pd.DataFrame({"category": ["a"] * 60 + ["b"] * 30 + ["c"] * 10, "v": range(100)})
+    s = data.stratified_sample(df, 10, seed=1)
+    assert s["category"].value_counts().to_dict() == {"a": 6, "b": 3, "c": 1}
+    assert s.index.is_monotonic_increasing
+    pd.testing.assert_frame_equal(s, data.stratified_sample(df, 10, seed=1))
+    assert not s.equals(data.stratified_sample(df, 10, seed=2))
+    assert len(data.stratified_sample(df, None, 1)) == 100 and len(data.stratified_sample(df, 500, 1)) == 100
+    assert data.stratified_sample(df, 2, 1)["category"].value_counts().to_dict() == {"a": 1, "b": 1}
+    assert data.stratified_sample(df, 3, 1)["category"].value_counts().to_dict() == {"a": 1, "b": 1, "c": 1}
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "DATA", tmp_path / "data")
+    c = config.load_profile("smoke")
+    c["profile"] = "t"
+    return c
+
+
+def test_prepare_synthetic_writes_skips_and_cards(cfg, tmp_path, monkeypatch):
+    out = data.prepare(cfg)
+    assert set(out) == {"cotempqa", "marco", "babi"}
+    for ds in out:
+        assert len(out[ds]["train"]) == cfg["n_train"] and len(out[ds]["test"]) == cfg["n_test"]
+        folder = tmp_path / "data" / "t" / ds
+        assert (folder / "train.parquet").exists() and (folder / "stamp.json").exists()
+        back = data.load_split("t", ds, "train")
+        data.validate(back)
+        assert isinstance(back.loc[0, "context"], list) and isinstance(back.loc[0, "relevant"], list)
+        pd.testing.assert_frame_equal(back, out[ds]["train"], check_dtype=False)
+    card = json.loads((tmp_path / "data" / "t" / "data_card.json").read_text())
+    assert card["datasets"]["babi"]["synthetic"] is True and card["datasets"]["babi"]["source"] == "synthetic"
+    assert sum(card["datasets"]["cotempqa"]["counts"]["test"].values()) == cfg["n_test"]
+    assert card["datasets"]["marco"]["context_length"]["train"]["facts"]["mean"] == 8
+    tables = data.card_tables(card)
+    assert set(tables["counts"]["dataset"]) == {"cotempqa", "marco", "babi"}
+    # fresh: no loader runs the second time; force rebuilds
+    monkeypatch.setattr(data, "load_dataset_source", lambda *a, **k: pytest.fail("not skipped"))
+    again = data.prepare(cfg)
+    pd.testing.assert_frame_equal(again["babi"]["test"], out["babi"]["test"], check_dtype=False)
+    with pytest.raises(BaseException, match="not skipped"):
+        data.prepare(cfg, force=True)
+    # a changed parameter is stale
+    with pytest.raises(BaseException, match="not skipped"):
+        data.prepare(dict(cfg, data_seed=7))
+
+
+def test_prepare_local_caps_flags_and_marco_fallback(cfg, tmp_path):
+    root = write_babi(write_cotempqa(tmp_path / "src"))
+    cfg.update(data_source="local", data_dir=str(root), n_train=12, n_test=None)
+    with pytest.warns(UserWarning, match="SYNTHETIC MS MARCO"):
+        out = data.prepare(cfg)
+    card = data.read_card("t")
+    m = card["datasets"]["marco"]
+    assert m["source"] == "synthetic" and m["synthetic"] and "SYNTHETIC" in m["warnings"][0]
+    c = card["datasets"]["cotempqa"]
+    assert c["source"].startswith("local:") and not c["synthetic"]
+    assert c["excluded"]["missing field facts"]["ids"] == ["cotempqa/equal/2"]
+    cot = out["cotempqa"]
+    assert len(cot["train"]) == 12
+    assert c["uncapped"]["test"] == len(cot["test"]) == sum(round(0.2 * (n - (s == "equal"))) for s, n in SIZES.items())
+    # stratified: every scenario keeps train rows
+    assert cot["train"]["category"].nunique() == 4
+    flagged = c["flagged"]
+    for f, ids in flagged.items():
+        assert ids["count"] == len(ids["ids"])
+    all_flags = pd.concat([cot["train"], cot["test"]])["flags"].explode().dropna().value_counts().to_dict()
+    assert {f: v["count"] for f, v in flagged.items()} == all_flags
+    assert len(out["babi"]["train"]) == 12 and len(out["babi"]["test"]) == 22
+    # the fallback warning is repeated when the fresh artifacts are reused
+    with pytest.warns(UserWarning, match="SYNTHETIC MS MARCO"):
+        data.prepare(cfg)
+
+
+def test_prepare_errors(cfg):
+    with pytest.raises(ValueError, match="data_dir"):
+        data.prepare(dict(cfg, data_source="local", data_dir=""))
+    with pytest.raises(ValueError, match="data_source"):
+        data.prepare(dict(cfg, data_source="ftp"))
+    with pytest.raises(ValueError, match="11 tasks"):
+        data.prepare(dict(cfg, datasets=["babi"], babi_tasks="all20"))
+    with pytest.raises(FileNotFoundError, match="make data"):
+        data.load_split("nothing-here", "babi", "train")
+
+
+def test_prepare_hub_offline_is_a_clear_error(cfg, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(data.HubUnavailable, match="DATA_DIR"):
+        data.prepare(dict(cfg, data_source="hub", datasets=["cotempqa"]))
+
+
+@needs_babi
+@needs_cotempqa
+def test_prepare_on_real_files(cfg):
+    cfg.update(data_source="local", data_dir=str(SHARED), n_train=None, n_test=None, datasets=["babi", "cotempqa"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no MARCO requested: no fallback warning
+        out = data.prepare(cfg)
+    assert (len(out["babi"]["train"]), len(out["babi"]["test"])) == (3773, 376)
+    card = data.read_card("t")
+    assert card["datasets"]["babi"]["totals"] == {"train": 3773, "test": 376}
+    assert card["datasets"]["cotempqa"]["counts"]["test"]["equal"] == 87
