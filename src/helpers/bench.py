@@ -1,0 +1,1365 @@
+"""`make bench`: the study's speed, measured against the straightforward way of doing the same work.
+
+Every figure is a pair measured in the same run on the same machine, and every target is a
+ratio of such a pair (or a wall-clock budget), so the report means the same on a laptop and
+on a workstation. Four parts (``--parts``):
+
+``gen``        Evaluation generation. The project's evaluation (:func:`helpers.generate.
+               generate_predictions`: length-sorted left-padded batches, bf16 autocast where
+               the CPU or GPU has it) vs. the original study's way (one item at a time, one
+               ``generate`` call per item, the model's own dtype), on the same student, the same
+               test prompts and the same ``max_new_tokens``. Also the project's batching
+               without autocast, to tell how many greedy outputs differ because of batching
+               and how many because of bf16 numerics. Target: >= 5x in both items/s and tokens/s.
+``sft``        Fine-tuning. Non-padding training tokens/s of the project's SFT
+               (:func:`helpers.sft.build_trainer`) vs. a plain ``transformers.Trainer`` with
+               default arguments (fp32, random order, every batch padded to its longest
+               sequence), on the same examples, model, LoRA config and number of steps; both
+               loss curves and their agreement. Target: >= 1.5x.
+``reproduce``  ``make reproduce`` from a clean profile, stage by stage: wall time and peak
+               memory per stage, then the answer accuracy of the untrained student vs. every
+               fine-tuned condition per dataset. Target (quick): <= 30 min with the lift.
+               Runs only by default on the quick profile or when named in ``--parts``: it
+               starts with ``make clean PROFILE=<profile>``.
+``gpu``        On a CUDA machine: SFT tokens/s, MFU and peak GPU memory of Llama-3.2-1B- and
+               Qwen3-1.7B-sized models built from their configs (random weights: no network
+               needed), bf16 LoRA vs. QLoRA; generation tokens/s; and from those the estimated
+               wall time of the paper profile's grid. Target: <= 90 min on one H100. Without
+               CUDA the part records that it was skipped.
+
+Writes ``results/bench/bench.{json,md}`` for the quick profile and
+``results/bench/<profile>/bench.{json,md}`` for any other, so the quick figures the README
+quotes are never overwritten by a smoke run.
+
+    python -m helpers.bench --profile quick [--parts gen,sft] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from . import config, paths
+
+PARTS = ("gen", "sft", "reproduce", "gpu")
+
+# Sizes per profile. quick: the 64 test prompts and 12 optimizer steps the README quotes;
+# smoke: seconds overall (the tests run it).
+SIZES: dict[str, dict[str, Any]] = {
+    "smoke": {"gen_prompts": 6, "sft_steps": 4, "sft_eval_examples": 4,
+              "gpu_seq_len": 128, "gpu_steps": 2, "gpu_gen_prompt_len": 64, "gpu_gen_new_tokens": 16},
+    "quick": {"gen_prompts": 64, "sft_steps": 12, "sft_eval_examples": 16,
+              "gpu_seq_len": 512, "gpu_steps": 10, "gpu_gen_prompt_len": 512, "gpu_gen_new_tokens": 128},
+}
+SIZES["paper"] = dict(SIZES["quick"])
+
+# The condition whose traces the SFT part trains on: a trace condition, so the examples have
+# the study's full length spread (the vanilla targets are only the answer).
+SFT_CONDITION = "correct"
+
+TARGETS = {
+    "gen_ratio": 5.0,                   # project / one-at-a-time, items/s and generated tokens/s
+    "sft_tokens_per_s_ratio": 1.5,      # project / default Trainer, non-padding tokens per second
+    "reproduce_wall_s": 30 * 60,        # quick profile, environment installed, this machine
+    "reproduce_min_em_lift": 0.10,      # every main fine-tuned condition >= untrained + 10 points
+    "paper_grid_wall_s_h100": 90 * 60,  # estimated, paper grid on one H100
+}
+# The conditions the accuracy-lift criterion covers (the paper's grid); the others are reported.
+LIFT_CONDITIONS = ("vanilla", "correct", "incorrect")
+
+NO_CUDA = "no CUDA device on this machine"
+
+
+# =============================================================================== machine
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, RAM, torch threads and GPU of this machine."""
+    info: dict[str, Any] = {"cpu_model": platform.processor() or platform.machine(),
+                            "cpu_count": os.cpu_count()}
+    try:
+        info["cpu_affinity"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        info["cpu_affinity"] = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["ram_gb"] = round(int(line.split()[1]) / 1024 ** 2, 1)
+                break
+    except OSError:
+        info["ram_gb"] = None
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        from .models import device_settings
+
+        ac = device_settings()["autocast_dtype"]
+        info["autocast_dtype"] = str(ac).replace("torch.", "") if ac is not None else None
+    except Exception:  # torch missing or broken: the rest of the record still stands
+        info.setdefault("cuda", None)
+    info["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
+    return info
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def _r(x: float | None, nd: int = 3) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+def _sizes(profile: str) -> dict[str, Any]:
+    return dict(SIZES.get(profile, SIZES["quick"]))
+
+
+def _cpu_busy_s() -> float | None:
+    """Busy CPU seconds of the whole machine so far (all cores; /proc/stat, including time
+    stolen by the hypervisor), None where there is no /proc/stat."""
+    try:
+        v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class Stopwatch:
+    """Wall time of a block, this process's CPU time, and how much of the machine other
+    processes used meanwhile (``others_cpu_frac``: their busy CPU seconds over wall time x
+    cores). On a shared machine a side measured while others were busy is slowed down by
+    them, so each figure carries this."""
+
+    def __enter__(self):
+        self._b = _cpu_busy_s()
+        self._c = time.process_time()
+        self._t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self._t
+        self.cpu = time.process_time() - self._c
+        b = _cpu_busy_s()
+        n = os.cpu_count() or 1
+        self.others = (None if b is None or self._b is None or self.wall <= 0
+                       else min(1.0, max(0.0, (b - self._b - self.cpu) / (self.wall * n))))  # clock-tick rounding
+        return False
+
+    def record(self) -> dict[str, Any]:
+        return {"seconds": _r(self.wall), "cpu_s": _r(self.cpu), "others_cpu_frac": _r(self.others, 3)}
+
+
+CONTENDED = 0.10  # others used more than 10% of the machine during a measurement: flagged
+
+
+def contention_note(*sides: Mapping[str, Any]) -> str | None:
+    """A warning when other processes used the machine during any of ``sides``."""
+    fr = [x.get("others_cpu_frac") for x in sides if x.get("others_cpu_frac") is not None]
+    if fr and max(fr) > CONTENDED:
+        return (f"other processes used up to {max(fr):.0%} of this machine's CPU during these measurements "
+                "(see others_cpu_frac): the sides were slowed unevenly and the ratios are less reliable")
+    return None
+
+
+# =============================================================================== prompts
+def problems(cfg: Mapping[str, Any], split: str) -> dict[str, Any]:
+    """The profile's ``split`` problems per dataset, exactly as the data stage builds them
+    (same source, seed and caps). Built in memory: the benchmark needs no ``make data`` and
+    leaves ``data/`` alone."""
+    from . import data
+
+    out = {}
+    for ds in cfg["datasets"]:
+        full, _report = data.load_dataset_source(ds, cfg)
+        rows = data.validate(data.apply_caps(full, cfg))
+        out[ds] = rows[rows["split"] == split].reset_index(drop=True)
+    return out
+
+
+def round_robin(per: Mapping[str, Sequence[Any]], n: int) -> list[Any]:
+    """``n`` elements taken in turn from each list (first of each, second of each, ...)."""
+    lists = [list(v) for v in per.values()]
+    out: list[Any] = []
+    k = 0
+    while len(out) < n and any(k < len(p) for p in lists):
+        for p in lists:
+            if k < len(p) and len(out) < n:
+                out.append(p[k])
+        k += 1
+    if len(out) < n:
+        raise ValueError(f"only {len(out)} rows available; the benchmark needs {n}")
+    return out
+
+
+def gen_items(cfg: Mapping[str, Any], model_name: str, tok, n: int) -> list[dict[str, str]]:
+    """``n`` test problems (round-robin over the datasets) rendered as generation prompts for
+    ``model_name``, as the evaluation renders them (system + user, generation prompt)."""
+    from . import chat, traces
+    from .models import model_family
+
+    fam = model_family(model_name)
+    per = {ds: traces.build_test(df, ds).to_dict("records") for ds, df in problems(cfg, "test").items()}
+    return [{"id": str(r["id"]), "prompt": chat.render_prompt(tok, traces.messages(r, model_name, with_assistant=False), fam)}
+            for r in round_robin(per, n)]
+
+
+# =============================================================================== part 1: generation
+def one_at_a_time(model, tok, prompts: Sequence[str], max_new_tokens: int) -> list[dict[str, Any]]:
+    """The original study's evaluation loop: one prompt, one ``generate`` call, no batching,
+    no autocast. Continuations are cut after the first EOS (counted as a generated token), as
+    the project's generation does."""
+    import torch
+
+    device = next(model.parameters()).device
+    out = []
+    for p in prompts:
+        enc = tok(p, return_tensors="pt", add_special_tokens=False).to(device)
+        with torch.inference_mode():
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        row = ids[0, enc["input_ids"].shape[1]:].tolist()
+        finished = tok.eos_token_id in row
+        n = row.index(tok.eos_token_id) + 1 if finished else len(row)
+        out.append({"prediction": tok.decode(row[:n], skip_special_tokens=True), "n_new_tokens": n,
+                    "finished": finished})
+    return out
+
+
+def _throughput(n_items: int, n_tokens: int, sw: Stopwatch) -> dict[str, Any]:
+    return {"items": n_items, "generated_tokens": n_tokens, **sw.record(),
+            "items_per_s": _r(n_items / sw.wall, 4), "tokens_per_s": _r(n_tokens / sw.wall, 3)}
+
+
+def _agreement(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], ids: Sequence[str]) -> dict[str, Any]:
+    diff = [i for i, x, y in zip(ids, a, b) if x["prediction"] != y["prediction"]]
+    return {"n": len(ids), "identical": len(ids) - len(diff), "differ": len(diff), "differ_ids": diff}
+
+
+def bench_gen(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path, progress: bool = False) -> dict[str, Any]:
+    """Part 1: the project's batched evaluation vs. one ``generate`` per item."""
+    import torch
+
+    from . import models
+    from .generate import generate_batch, generate_predictions
+
+    name = cfg["models"][0]
+    n = int(sizes["gen_prompts"])
+    mnt = int(cfg["max_new_tokens"])
+    bs = int(cfg["eval_batch_size"])
+    tok = models.load_tokenizer(name)
+    model = models.load_model(name, method="full" if cfg["method"] == "full" else "lora", tokenizer=tok)
+    model.eval()
+    items = gen_items(cfg, name, tok, n)
+    ids = [it["id"] for it in items]
+    prompts = [it["prompt"] for it in items]
+    n_prompt_tokens = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    ac = models.device_settings(str(next(model.parameters()).device))["autocast_dtype"]
+
+    # warm-up: first calls allocate and pick kernels; neither side should pay for it
+    one_at_a_time(model, tok, prompts[:1], 2)
+    generate_batch(model, tok, prompts[:2], max_new_tokens=2, autocast_dtype=ac)
+
+    with Stopwatch() as sw_b:
+        base = one_at_a_time(model, tok, prompts, mnt)
+
+    runs: dict[str, Any] = {}
+    for key, autocast in (("project", True), ("project_no_autocast", False)):
+        out = work / f"gen_{key}.jsonl"
+        out.unlink(missing_ok=True)
+        with Stopwatch() as sw:
+            recs = generate_predictions(model, tok, items, out, max_new_tokens=mnt, batch_size=bs,
+                                        progress=progress, desc=f"bench {key}", autocast=autocast)
+        runs[key] = (recs, sw)
+
+    b = _throughput(n, sum(r["n_new_tokens"] for r in base), sw_b)
+    p_recs, sw_p = runs["project"]
+    q_recs, sw_q = runs["project_no_autocast"]
+    p = _throughput(n, sum(r["n_new_tokens"] for r in p_recs), sw_p)
+    q = _throughput(n, sum(r["n_new_tokens"] for r in q_recs), sw_q)
+    p.update(batch_size=bs, autocast_dtype=str(ac).replace("torch.", "") if ac is not None else None)
+    q.update(batch_size=bs, autocast_dtype=None)
+    b.update(batch_size=1, autocast_dtype=None)
+    ratios = {"items_per_s": _r(_ratio(p["items_per_s"], b["items_per_s"]), 3),
+              "tokens_per_s": _r(_ratio(p["tokens_per_s"], b["tokens_per_s"]), 3),
+              "no_autocast_tokens_per_s": _r(_ratio(q["tokens_per_s"], b["tokens_per_s"]), 3)}
+    worst = None if None in (ratios["items_per_s"], ratios["tokens_per_s"]) else min(ratios["items_per_s"], ratios["tokens_per_s"])
+    res = {
+        "settings": {"model": name, "n_prompts": n, "max_new_tokens": mnt, "eval_batch_size": bs,
+                     "prompts": "test split, round-robin over the datasets, helpers.traces.build_test + "
+                                "helpers.chat.render_prompt (as the evaluation renders them)",
+                     "datasets": list(cfg["datasets"]),
+                     "prompt_tokens_mean": _r(sum(n_prompt_tokens) / n, 1),
+                     "prompt_tokens_max": max(n_prompt_tokens), "torch_threads": torch.get_num_threads(),
+                     "device": str(next(model.parameters()).device),
+                     "model_dtype": str(next(model.parameters()).dtype).replace("torch.", "")},
+        "baseline": b, "project": p, "project_no_autocast": q, "ratios": ratios,
+        "contention": contention_note(b, p, q),
+        "agreement": {
+            "project_vs_one_at_a_time": _agreement(p_recs, base, ids),
+            "project_no_autocast_vs_one_at_a_time": _agreement(q_recs, base, ids),
+            "note": "greedy outputs compared as decoded strings; 'project' runs bf16 autocast where the "
+                    "hardware has it, so differences there come from bf16 numerics; "
+                    "'project_no_autocast' isolates batching (left padding) in the model's own dtype",
+        },
+        "target": {"metric": "items/s and generated tokens/s, project / one-at-a-time (the smaller)",
+                   "min_ratio": TARGETS["gen_ratio"], "value": worst,
+                   "met": worst is not None and worst >= TARGETS["gen_ratio"]},
+    }
+    del model
+    gc.collect()
+    return res
+
+
+# =============================================================================== part 2: fine-tuning
+class TokenCounter:
+    """Counts the non-padding tokens the model's decoder is fed during training.
+
+    A forward pre-hook on the decoder body (called once per micro-batch, also under gradient
+    checkpointing): the sum of a 2-D attention mask when there is one, else the input ids
+    that are not the pad token (padding-free / packed batches carry no padding)."""
+
+    def __init__(self, model, pad_token_id: int):
+        self.pad = pad_token_id
+        self.tokens = 0
+        self.calls = 0
+        self.padded_tokens = 0
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        body = base.get_decoder() if hasattr(base, "get_decoder") else getattr(base, "model", base)
+        self._h = body.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        if not module.training:
+            return None
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        if ids is None:
+            return None
+        self.calls += 1
+        self.padded_tokens += int(ids.numel())
+        if mask is not None and getattr(mask, "dim", lambda: 0)() == 2 and mask.shape == ids.shape:
+            self.tokens += int(mask.sum())
+        else:
+            self.tokens += int((ids != self.pad).sum())
+        return None
+
+    def remove(self) -> None:
+        self._h.remove()
+
+
+def loss_curve(log_history: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Per-step training loss from a Trainer's ``log_history`` (logging every step)."""
+    return [float(e["loss"]) for e in log_history if "loss" in e and "step" in e]
+
+
+def curve_agreement(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """How close two loss curves are: mean |a_t - b_t| over the common steps, the same
+    relative to b's mean, and the mean of each over the last third of the steps."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return {"steps": 0, "mean_abs_diff": None, "rel_mean_abs_diff": None}
+    mad = sum(abs(x - y) for x, y in zip(a[:n], b[:n])) / n
+    tail = max(1, n // 3)
+    mean_b = sum(b[:n]) / n
+    return {"steps": n, "mean_abs_diff": _r(mad, 4), "rel_mean_abs_diff": _r(mad / mean_b if mean_b else None, 4),
+            "mean_a": _r(sum(a[:n]) / n, 4), "mean_b": _r(mean_b, 4),
+            "last_third_mean_a": _r(sum(a[n - tail:n]) / tail, 4),
+            "last_third_mean_b": _r(sum(b[n - tail:n]) / tail, 4)}
+
+
+def eval_loss(model, examples: Sequence[Mapping[str, Any]], pad_token_id: int, batch_size: int = 4) -> float:
+    """Mean per-token cross-entropy of ``model`` on ``examples`` (``input_ids`` + ``labels``,
+    -100 = not scored), in the model's own dtype, no autocast: the same yardstick for both
+    trainers' adapters."""
+    import torch
+
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    tot, cnt = 0.0, 0
+    with torch.inference_mode():
+        for s in range(0, len(examples), batch_size):
+            chunk = examples[s:s + batch_size]
+            L = max(len(e["input_ids"]) for e in chunk)
+            ids = torch.full((len(chunk), L), pad_token_id, dtype=torch.long)
+            lab = torch.full((len(chunk), L), -100, dtype=torch.long)
+            att = torch.zeros((len(chunk), L), dtype=torch.long)
+            for i, e in enumerate(chunk):
+                k = len(e["input_ids"])
+                ids[i, :k] = torch.tensor(e["input_ids"])
+                lab[i, :k] = torch.tensor(e["labels"])
+                att[i, :k] = 1
+            ids, lab, att = ids.to(device), lab.to(device), att.to(device)
+            logits = model(input_ids=ids, attention_mask=att).logits.float()
+            sl, tl = logits[:, :-1].reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1)
+            tot += float(torch.nn.functional.cross_entropy(sl, tl, ignore_index=-100, reduction="sum"))
+            cnt += int((tl != -100).sum())
+    model.train(was)
+    return tot / max(cnt, 1)
+
+
+def _plain_examples(ds) -> list[dict[str, list[int]]]:
+    """``input_ids`` / ``attention_mask`` / ``labels`` of each tokenised example, as lists."""
+    out = []
+    for e in ds:
+        ids = list(e["input_ids"])
+        labels = list(e["labels"]) if "labels" in e and e["labels"] is not None else list(ids)
+        out.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+    return out
+
+
+def sft_examples(cfg: Mapping[str, Any], model_name: str, tok, split: str, n: int) -> tuple[list[dict], dict]:
+    """``n`` tokenised training examples of condition :data:`SFT_CONDITION` from ``split``
+    (round-robin over the datasets, so the length spread of all three is in every run), as
+    :func:`helpers.sft.tokenize_examples` makes them for the profile."""
+    from . import sft, traces
+    from .models import model_family
+
+    seed = int(cfg["trace_seed"])
+    per = {ds: traces.build_condition(df, ds, SFT_CONDITION, seed).to_dict("records")
+           for ds, df in problems(cfg, split).items()}
+    rows = round_robin(per, n)
+    return sft.tokenize_examples(tok, model_family(model_name), rows, model_name, int(cfg["max_length"]),
+                                 cfg["loss_mask"])
+
+
+def _lora_A(model) -> dict[str, Any]:
+    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_A" in k}
+
+
+def checkpoint_timer():
+    """A Trainer callback that adds up the wall time of checkpoint saving (from the end of a
+    step to the save event that follows it), so it can be reported apart from training."""
+    from transformers import TrainerCallback
+
+    class CheckpointTimer(TrainerCallback):
+        def __init__(self):
+            self.seconds, self.saves, self._t = 0.0, 0, None
+
+        def on_step_end(self, args, state, control, **kw):
+            self._t = time.perf_counter()
+
+        def on_save(self, args, state, control, **kw):
+            if self._t is not None:
+                self.seconds += time.perf_counter() - self._t
+                self.saves += 1
+
+    return CheckpointTimer()
+
+
+def padding_at_run_size(cfg: Mapping[str, Any], model_name: str, tok, seed: int = 0) -> dict[str, Any]:
+    """Padding of a whole fine-tuning run of each dataset (its full train split, condition
+    :data:`SFT_CONDITION`, one epoch, the profile's batch size), with the project's
+    length-grouped order vs. a seeded random order: real / fed tokens of each, and how many
+    more tokens the random order feeds. No training: token counts only."""
+    import torch
+
+    from . import sft, traces
+    from .models import model_family
+
+    bs = int(cfg["batch_size"])
+    out = {}
+    for ds, df in problems(cfg, "train").items():
+        rows = traces.build_condition(df, ds, SFT_CONDITION, int(cfg["trace_seed"]))
+        lengths = [min(n, int(cfg["max_length"])) for n in sft.example_lengths(tok, model_family(model_name), rows, model_name)]
+        grouped = list(iter(sft.LengthGroupedSampler(lengths, bs, seed)))
+        rand = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
+        g, r = sft.padding_stats(lengths, grouped, bs), sft.padding_stats(lengths, rand, bs)
+        out[ds] = {"examples": len(lengths), "grouped_efficiency": _r(g["efficiency"], 4),
+                   "random_efficiency": _r(r["efficiency"], 4),
+                   "random_over_grouped_fed_tokens": _r(r["padded_tokens"] / g["padded_tokens"], 4)}
+    return out
+
+
+def bench_sft(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path) -> dict[str, Any]:
+    """Part 2: the project's trainer vs. a default ``transformers.Trainer``, same examples
+    (exactly one epoch each), same model, same LoRA config and initial adapter, same steps."""
+    import copy
+
+    import torch
+    from datasets import Dataset
+    from peft import get_peft_model
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    from . import models, sft
+
+    name = cfg["models"][0]
+    seed = int(cfg["seeds"][0])
+    steps = int(sizes["sft_steps"])
+    bs, ga = int(cfg["batch_size"]), int(cfg["grad_accum"])
+    n_train = steps * bs * ga
+    sft.set_threads()
+    tok = models.load_tokenizer(name)
+    train, tstats = sft_examples(cfg, name, tok, "train", n_train)
+    held, _ = sft_examples(cfg, name, tok, "test", int(sizes["sft_eval_examples"]))
+    train_plain = _plain_examples(train)
+    held_plain = _plain_examples(held)
+    lengths = [len(e["input_ids"]) for e in train]
+    expected_tokens = sum(lengths)
+    run_cfg = dict(cfg, max_steps=steps)
+
+    # --- the project's SFT
+    config.seed_everything(seed)
+    model, tok = sft.load_for_training(run_cfg, name)
+    lora_cfg = copy.deepcopy(model.peft_config["default"])
+    init_a = _lora_A(model)
+    eval_untrained = eval_loss(model, held_plain, tok.pad_token_id)
+    counter = TokenCounter(model, tok.pad_token_id)
+    ckpt = checkpoint_timer()
+    trainer = sft.build_trainer(run_cfg, model, tok, [dict(e) for e in train], work / "sft_project",
+                                seed=seed, max_steps=steps, progress=False, callbacks=[ckpt])
+    with Stopwatch() as sw:
+        trainer.train()
+    t_proj = sw.wall
+    counter.remove()
+    proj = {**sw.record(), "non_padding_tokens": counter.tokens, "fed_tokens": counter.padded_tokens,
+            "micro_batches": counter.calls, "tokens_per_s": _r(counter.tokens / t_proj, 2),
+            "padding_fraction": _r(1 - counter.tokens / counter.padded_tokens, 4) if counter.padded_tokens else None,
+            "bf16_autocast": bool(trainer.args.bf16), "optimizer": str(trainer.args.optim),
+            "sampler": "seeded length-grouped mega-batches (helpers.sft.LengthGroupedSampler)",
+            "checkpoints_saved": ckpt.saves, "checkpoint_seconds": _r(ckpt.seconds),
+            "tokens_per_s_without_checkpoints": _r(counter.tokens / (t_proj - ckpt.seconds), 2),
+            "loss_curve": loss_curve(trainer.state.log_history),
+            "eval_loss": _r(eval_loss(model, held_plain, tok.pad_token_id), 4)}
+    del trainer, model
+    gc.collect()
+
+    # --- the straightforward baseline: default Trainer, fp32, random order, pad to longest
+    config.seed_everything(seed)
+    base_tok = models.load_tokenizer(name)
+    base_model = models.load_model(name, method="full" if cfg["method"] == "full" else "lora", tokenizer=base_tok)
+    base_model = get_peft_model(base_model, copy.deepcopy(lora_cfg))
+    same_init = all(torch.equal(init_a[k], v) for k, v in _lora_A(base_model).items()) and bool(init_a)
+    counter = TokenCounter(base_model, base_tok.pad_token_id)
+    args = TrainingArguments(
+        output_dir=str(work / "sft_baseline"), per_device_train_batch_size=bs, gradient_accumulation_steps=ga,
+        learning_rate=float(cfg["lr"]), lr_scheduler_type=cfg["lr_scheduler"],
+        warmup_steps=float(cfg["warmup_ratio"] or 0.0), max_steps=steps, seed=seed,
+        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available())
+    trainer = Trainer(model=base_model, args=args, train_dataset=Dataset.from_list(train_plain),
+                      data_collator=DataCollatorForSeq2Seq(base_tok, padding="longest", label_pad_token_id=-100),
+                      processing_class=base_tok)
+    with Stopwatch() as sw:
+        trainer.train()
+    t_base = sw.wall
+    counter.remove()
+    base = {**sw.record(), "non_padding_tokens": counter.tokens, "fed_tokens": counter.padded_tokens,
+            "micro_batches": counter.calls, "tokens_per_s": _r(counter.tokens / t_base, 2),
+            "padding_fraction": _r(1 - counter.tokens / counter.padded_tokens, 4) if counter.padded_tokens else None,
+            "bf16_autocast": bool(trainer.args.bf16), "optimizer": str(trainer.args.optim),
+            "sampler": "transformers default (seeded random order)",
+            "loss_curve": loss_curve(trainer.state.log_history),
+            "eval_loss": _r(eval_loss(base_model, held_plain, base_tok.pad_token_id), 4)}
+    del trainer, base_model
+    gc.collect()
+
+    pad_full = padding_at_run_size(cfg, name, base_tok, seed)
+    ratio = _ratio(proj["tokens_per_s"], base["tokens_per_s"])
+    agree = curve_agreement(proj["loss_curve"], base["loss_curve"])
+    agree.update({
+        "same_initial_adapter": same_init,
+        "eval_loss_untrained": _r(eval_untrained, 4),
+        "eval_loss_project": proj["eval_loss"], "eval_loss_baseline": base["eval_loss"],
+        "eval_loss_rel_diff": _r(abs(proj["eval_loss"] - base["eval_loss"]) / base["eval_loss"], 4),
+        "how": "both train on the same examples for exactly one epoch from the same initial adapter; the "
+               "order differs (project: seeded length-grouped batches; baseline: the Trainer's seeded random "
+               "order), so per-step losses are of different batches: compare the per-step curves' mean "
+               "absolute difference, the last-third means, and the loss of both final adapters on the same "
+               f"{len(held_plain)} held-out test examples (fp32, no autocast)",
+    })
+    return {
+        "settings": {"model": name, "condition": SFT_CONDITION, "steps": steps, "batch_size": bs, "grad_accum": ga,
+                     "examples": len(train), "lr": cfg["lr"], "lr_scheduler": cfg["lr_scheduler"],
+                     "warmup_ratio": cfg["warmup_ratio"], "max_length": cfg["max_length"],
+                     "loss_mask": cfg["loss_mask"], "lora": {"r": lora_cfg.r, "alpha": lora_cfg.lora_alpha,
+                                                             "dropout": lora_cfg.lora_dropout,
+                                                             "targets": sorted(lora_cfg.target_modules)},
+                     "tokens_in_examples": expected_tokens, "example_tokens_mean": _r(expected_tokens / len(train), 1),
+                     "example_tokens_max": max(lengths), "truncated": tstats.get("truncated"),
+                     "torch_threads": torch.get_num_threads()},
+        "baseline": base, "project": proj,
+        "ratios": {"tokens_per_s": _r(ratio, 3),
+                   "tokens_per_s_project_without_checkpoints": _r(_ratio(proj["tokens_per_s_without_checkpoints"],
+                                                                         base["tokens_per_s"]), 3)},
+        "padding_at_run_size": pad_full,
+        "contention": contention_note(base, proj),
+        "loss_agreement": agree,
+        "target": {"metric": "non-padding training tokens/s, project / default Trainer",
+                   "min_ratio": TARGETS["sft_tokens_per_s_ratio"], "value": _r(ratio, 3),
+                   "met": ratio is not None and ratio >= TARGETS["sft_tokens_per_s_ratio"]},
+    }
+
+
+# =============================================================================== part 3: make reproduce
+REPRO_STAGES = ("env", "data", "decompose", "traces", "sft", "eval", "correlation")
+TIME_BIN = "/usr/bin/time"
+
+# Runs a command and prints the peak RSS (kB) of its largest process: the fallback when
+# /usr/bin/time is missing. A fresh interpreter, so no earlier child is counted.
+_RUSAGE_WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.call(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(rc)\n"
+)
+
+
+class TreeSampler:
+    """Samples the summed RSS of a process and all its descendants (papermill and its
+    kernel run side by side: the sum is what the machine must hold). Needs psutil; without
+    it the peak stays None."""
+
+    def __init__(self, pid: int, interval: float = 0.25):
+        self.pid, self.interval, self.peak = pid, interval, None
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            import psutil
+        except ImportError:
+            return
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self._stop.is_set():
+            try:
+                procs = [root] + root.children(recursive=True)
+                tot = 0
+                for p in procs:
+                    try:
+                        tot += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak = max(self.peak or 0, tot)
+            except psutil.Error:
+                break
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join(timeout=5)
+
+
+def run_measured(cmd: Sequence[str], log_path: Path, cwd: Path | None = None,
+                 env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run ``cmd``; its wall time, exit status, the peak RSS of its largest process
+    (``/usr/bin/time -v``, else ``getrusage`` in a fresh wrapper) and the peak of the summed
+    RSS of its process tree (sampled). Output goes to ``log_path``."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    rss_file = log_path.with_suffix(".rss")
+    rss_file.unlink(missing_ok=True)
+    if Path(TIME_BIN).exists():
+        full = [TIME_BIN, "-v", "-o", str(rss_file), *cmd]
+        how = "/usr/bin/time -v"
+    else:
+        full = [sys.executable, "-c", _RUSAGE_WRAPPER, str(rss_file), *cmd]
+        how = "getrusage(RUSAGE_CHILDREN)"
+    t = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(full, cwd=cwd, env=dict(env) if env is not None else None,
+                                stdout=log, stderr=subprocess.STDOUT)
+        with TreeSampler(proc.pid) as sampler:
+            rc = proc.wait()
+    wall = time.perf_counter() - t
+    peak_kb = None
+    if rss_file.exists():
+        txt = rss_file.read_text()
+        m = re.search(r"Maximum resident set size \(kbytes\):\s*(\d+)", txt)
+        if m:
+            peak_kb = int(m.group(1))
+        elif txt.strip().isdigit():
+            peak_kb = int(txt.strip())
+        rss_file.unlink(missing_ok=True)
+    return {"command": " ".join(cmd), "returncode": rc, "wall_s": _r(wall, 2),
+            "peak_rss_mb": _r(peak_kb / 1024, 1) if peak_kb is not None else None,
+            "peak_tree_rss_mb": _r(sampler.peak / 1024 ** 2, 1) if sampler.peak else None,
+            "rss_measured_by": how, "log": str(log_path)}
+
+
+def accuracy_lift(items, lift_conditions: Sequence[str] = LIFT_CONDITIONS,
+                  min_lift: float = TARGETS["reproduce_min_em_lift"]) -> dict[str, Any]:
+    """Answer EM per dataset (and model, seed) of the untrained student and of every
+    fine-tuned condition in ``items`` (``results/<profile>/items.parquet``), the lift of each
+    condition over the untrained student, and whether every condition of ``lift_conditions``
+    that was run lifts EM by at least ``min_lift`` on every dataset."""
+    need = {"dataset", "model", "condition", "seed", "answer_em"}
+    missing = need - set(items.columns)
+    if missing:
+        raise ValueError(f"items lack columns {sorted(missing)} (docs/architecture.md)")
+    df = items.copy()
+    df["answer_em"] = df["answer_em"].astype(float)
+    g = df.groupby(["dataset", "model", "condition"], sort=True)["answer_em"].agg(["mean", "size"])
+    table, lifts, problems_ = [], [], []
+    for (ds, model), sub in g.groupby(level=[0, 1]):
+        sub = sub.droplevel([0, 1])
+        if "untrained" not in sub.index:
+            problems_.append(f"{ds}/{model}: no untrained run")
+            continue
+        base = float(sub.loc["untrained", "mean"])
+        for cond, r in sub.iterrows():
+            lift = None if cond == "untrained" else float(r["mean"]) - base
+            table.append({"dataset": ds, "model": model, "condition": cond, "n": int(r["size"]),
+                          "answer_em": _r(float(r["mean"]), 4), "untrained_em": _r(base, 4),
+                          "lift": _r(lift, 4)})
+            if cond in lift_conditions:
+                lifts.append(lift)
+                if lift < min_lift:
+                    problems_.append(f"{ds}/{model}/{cond}: EM {r['mean']:.3f} vs untrained {base:.3f}")
+    return {"table": table, "min_lift_required": min_lift, "lift_conditions": list(lift_conditions),
+            "min_lift": _r(min(lifts), 4) if lifts else None,
+            "met": bool(lifts) and not problems_, "short_of_target": problems_}
+
+
+def bench_reproduce(profile: str, work: Path, *, stages: Sequence[str] = REPRO_STAGES,
+                    make: Sequence[str] = ("make",), clean: bool = True, cwd: Path | None = None,
+                    items_path: Path | None = None) -> dict[str, Any]:
+    """Part 3: ``make clean`` then each stage of ``make reproduce`` as its own process (the
+    ``env`` stage first: a no-op when the environment is installed), timed and measured."""
+    import pandas as pd
+
+    cwd = Path(cwd or paths.ROOT)
+    logs = Path(work) / "reproduce_logs"
+    res: dict[str, Any] = {"profile": profile, "stages": {}, "clean": clean}
+    if clean:
+        c = run_measured([*make, "clean", f"PROFILE={profile}"], logs / "clean.log", cwd=cwd)
+        if c["returncode"] != 0:
+            raise RuntimeError(f"make clean failed (exit {c['returncode']}): see {c['log']}")
+    total = 0.0
+    for st in stages:
+        r = run_measured([*make, st, f"PROFILE={profile}"], logs / f"{st}.log", cwd=cwd)
+        res["stages"][st] = r
+        total += r["wall_s"]
+        if r["returncode"] != 0:
+            res["failed_stage"] = st
+            break
+    res["total_wall_s"] = _r(total, 2)
+    peaks = [s["peak_rss_mb"] for s in res["stages"].values() if s["peak_rss_mb"] is not None]
+    tpeaks = [s["peak_tree_rss_mb"] for s in res["stages"].values() if s["peak_tree_rss_mb"] is not None]
+    res["peak_rss_mb"] = max(peaks) if peaks else None
+    res["peak_tree_rss_mb"] = max(tpeaks) if tpeaks else None
+    items_path = Path(items_path or paths.results_dir(profile) / "items.parquet")
+    if "failed_stage" not in res and items_path.exists():
+        res["accuracy"] = accuracy_lift(pd.read_parquet(items_path))
+    else:
+        res["accuracy"] = {"skipped": f"{items_path} not written" if "failed_stage" not in res
+                           else f"stage {res['failed_stage']} failed"}
+    wall_ok = "failed_stage" not in res and total <= TARGETS["reproduce_wall_s"]
+    lift_ok = bool(res["accuracy"].get("met"))
+    res["target"] = {"metric": "wall time of make reproduce (environment installed) and EM lift over untrained",
+                     "max_wall_s": TARGETS["reproduce_wall_s"], "value_wall_s": res["total_wall_s"],
+                     "min_em_lift": TARGETS["reproduce_min_em_lift"], "value_min_em_lift": res["accuracy"].get("min_lift"),
+                     "wall_met": wall_ok, "lift_met": lift_ok, "met": wall_ok and lift_ok}
+    return res
+
+
+# =============================================================================== part 4: GPU
+# The two paper students' architectures, written out from their published configs, so a
+# model of the same size and shape can be built without the network (random weights).
+GPU_MODEL_CONFIGS: dict[str, dict[str, Any]] = {
+    "llama-3.2-1b": {
+        "model_type": "llama", "vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 8192,
+        "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64,
+        "hidden_act": "silu", "max_position_embeddings": 131072, "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": True, "attention_bias": False, "mlp_bias": False,
+        "bos_token_id": 128000, "eos_token_id": 128009, "pad_token_id": 128004,
+        "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                            "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                            "original_max_position_embeddings": 8192},
+    },
+    "qwen3-1.7b": {
+        "model_type": "qwen3", "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144,
+        "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
+        "hidden_act": "silu", "max_position_embeddings": 40960, "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True, "attention_bias": False,
+        "bos_token_id": 151643, "eos_token_id": 151645, "pad_token_id": 151643,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+    },
+}
+
+# Dense bf16 tensor-core peak, FLOP/s (vendor datasheets, no sparsity). Matched in order
+# against the device name, so the more specific names come first.
+GPU_PEAK_BF16 = [
+    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("H800", 989e12),
+    ("GH200", 989e12), ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12),
+    ("L40", 181e12), ("L4", 121e12), ("A10G", 70e12), ("A10", 125e12), ("A6000", 155e12),
+    ("RTX 4090", 165e12), ("RTX 3090", 71e12),
+]
+
+# The paper profile's grid, and what one run of it processes (STUDY_SPEC §1, §3). Mean
+# tokens per training example and per generated answer are ASSUMED (Llama-3 tokenizer, the
+# study's chat format); the estimate says so.
+PAPER_GRID = {
+    "datasets": {"cotempqa": {"n_train": 3798, "n_test": 950}, "marco": {"n_train": 5000, "n_test": 1000},
+                 "babi": {"n_train": 3773, "n_test": 376}},
+    "conditions": ("vanilla", "correct", "incorrect"),
+    "models": ("llama-3.2-1b", "qwen3-1.7b"),
+    "epochs": 3,
+    "assumed_train_tokens": {"cotempqa": {"vanilla": 350, "trace": 450}, "marco": {"vanilla": 800, "trace": 900},
+                             "babi": {"vanilla": 220, "trace": 280}},
+    "assumed_new_tokens": {"vanilla": 20, "trace": 110, "untrained": 250},
+}
+
+
+def gpu_model_config(name: str):
+    """A transformers config with ``name``'s real dimensions (see :data:`GPU_MODEL_CONFIGS`)."""
+    from transformers import AutoConfig
+
+    spec = dict(GPU_MODEL_CONFIGS[name])
+    return AutoConfig.for_model(spec.pop("model_type"), **spec)
+
+
+def n_params(cfg) -> int:
+    """Parameters of a model built from ``cfg`` (tied embeddings counted once), on the meta
+    device: nothing is allocated."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        m = AutoModelForCausalLM.from_config(cfg)
+    return sum(p.numel() for p in m.parameters())
+
+
+def peak_bf16_flops(device_name: str | None) -> float | None:
+    """Dense bf16 peak of a GPU by name (:data:`GPU_PEAK_BF16`), None when unknown."""
+    if not device_name:
+        return None
+    for key, flops in GPU_PEAK_BF16:
+        if key.lower() in device_name.lower():
+            return flops
+    return None
+
+
+def mfu(n: int, tokens_per_s: float, peak: float | None) -> float | None:
+    """Model FLOP utilisation: 6·N·tokens/s over the peak (the usual training estimate,
+    forward + backward; LoRA's frozen weights skip their weight gradients and gradient
+    checkpointing adds a forward, so it is an estimate, not a count)."""
+    return None if not peak else 6.0 * n * tokens_per_s / peak
+
+
+def _lora_config(cfg: Mapping[str, Any]):
+    from peft import LoraConfig
+
+    return LoraConfig(r=int(cfg["lora_r"]), lora_alpha=int(cfg["lora_alpha"]), lora_dropout=float(cfg["lora_dropout"]),
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def _load_random(model_dir: Path, method: str, device: str):
+    """The saved random-weight model: bf16 for LoRA, 4-bit NF4 (double quantisation, bf16
+    compute, as :func:`helpers.models.load_model` sets it) for QLoRA."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dt = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    kw: dict[str, Any] = {"dtype": dt, "attn_implementation": "sdpa"}
+    if method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                       bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+        kw["device_map"] = {"": 0}
+    m = AutoModelForCausalLM.from_pretrained(model_dir, **kw)
+    if method != "qlora":
+        m.to(device)
+    return m
+
+
+def sft_throughput(model_dir: Path, method: str, cfg: Mapping[str, Any], *, seq_len: int, steps: int,
+                   batch_size: int, device: str = "cuda", warmup: int = 2, seed: int = 0) -> dict[str, Any]:
+    """Training tokens/s of LoRA (or QLoRA) on the model in ``model_dir``: full batches of
+    ``batch_size`` random sequences of ``seq_len`` tokens (no padding), the profile's LoRA
+    config and gradient checkpointing, AdamW (paged 8-bit when bitsandbytes is there, as the
+    original); ``warmup`` untimed steps first. Peak GPU memory from the allocator."""
+    import torch
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    config.seed_everything(seed)
+    model = _load_random(model_dir, method, device)
+    if method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(cfg["gradient_checkpointing"]))
+    elif cfg["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model = get_peft_model(model, _lora_config(cfg))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt_name = "torch.optim.AdamW"
+    try:
+        import bitsandbytes as bnb  # noqa: F401
+
+        opt = bnb.optim.PagedAdamW8bit(params, lr=float(cfg["lr"])) if cuda else None
+        opt_name = "bitsandbytes PagedAdamW8bit" if cuda else opt_name
+    except ImportError:
+        opt = None
+    if opt is None:
+        opt = torch.optim.AdamW(params, lr=float(cfg["lr"]))
+    vocab = model.get_input_embeddings().weight.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch_size, seq_len), generator=g).to(device)
+    ac = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+
+    def step():
+        with ac:
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    for _ in range(warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    losses = [step() for _ in range(steps)]
+    if cuda:
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t
+    tokens = batch_size * seq_len * steps
+    out = {"method": method, "seq_len": seq_len, "batch_size": batch_size, "steps": steps, "seconds": _r(dt),
+           "tokens_per_s": _r(tokens / dt, 1), "optimizer": opt_name, "final_loss": _r(losses[-1], 4),
+           "gradient_checkpointing": bool(cfg["gradient_checkpointing"]),
+           "peak_gpu_mem_gb": _r(torch.cuda.max_memory_allocated() / 1024 ** 3, 2) if cuda else None}
+    del model, opt
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    return out
+
+
+def gen_throughput(model_dir: Path, *, batch_size: int, prompt_len: int, new_tokens: int,
+                   device: str = "cuda", seed: int = 0) -> dict[str, Any]:
+    """Greedy generation tokens/s of the bf16 model: ``batch_size`` random prompts of
+    ``prompt_len`` tokens, exactly ``new_tokens`` new tokens each (random weights never stop
+    on their own: ``min_new_tokens`` makes every row the same length)."""
+    import torch
+
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    model = _load_random(model_dir, "lora", device)
+    model.eval()
+    vocab = model.get_input_embeddings().weight.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch_size, prompt_len), generator=g).to(device)
+    att = torch.ones_like(ids)
+    kw = dict(do_sample=False, pad_token_id=model.config.pad_token_id, eos_token_id=None)
+    with torch.inference_mode():
+        model.generate(input_ids=ids[:, :8], attention_mask=att[:, :8], max_new_tokens=4, min_new_tokens=4, **kw)
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = model.generate(input_ids=ids, attention_mask=att, max_new_tokens=new_tokens,
+                             min_new_tokens=new_tokens, **kw)
+        if cuda:
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t
+    n_new = int(out.shape[0] * (out.shape[1] - prompt_len))
+    res = {"batch_size": batch_size, "prompt_len": prompt_len, "new_tokens": new_tokens, "seconds": _r(dt),
+           "tokens_per_s": _r(n_new / dt, 1),
+           "peak_gpu_mem_gb": _r(torch.cuda.max_memory_allocated() / 1024 ** 3, 2) if cuda else None}
+    del model
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    return res
+
+
+def paper_grid_estimate(sft_tps: Mapping[str, float], gen_tps: Mapping[str, float],
+                        grid: Mapping[str, Any] = PAPER_GRID) -> dict[str, Any]:
+    """Wall time of the paper grid (datasets x models x conditions, plus each untrained
+    student's evaluation) from measured SFT tokens/s and generation tokens/s per model:
+    training tokens = examples x assumed mean length x epochs; generation tokens = test items x
+    assumed mean answer length. Model loading and checkpointing are not counted."""
+    per_model: dict[str, Any] = {}
+    total = 0.0
+    for m in grid["models"]:
+        train_s = eval_s = 0.0
+        for ds, n in grid["datasets"].items():
+            lens = grid["assumed_train_tokens"][ds]
+            for c in grid["conditions"]:
+                kind = "vanilla" if c == "vanilla" else "trace"
+                train_s += n["n_train"] * lens[kind] * grid["epochs"] / sft_tps[m]
+                eval_s += n["n_test"] * grid["assumed_new_tokens"][kind] / gen_tps[m]
+            eval_s += n["n_test"] * grid["assumed_new_tokens"]["untrained"] / gen_tps[m]
+        per_model[m] = {"train_s": _r(train_s, 1), "eval_s": _r(eval_s, 1)}
+        total += train_s + eval_s
+    return {"per_model": per_model, "total_s": _r(total, 1), "total_min": _r(total / 60, 1),
+            "runs": len(grid["models"]) * len(grid["datasets"]) * len(grid["conditions"]),
+            "assumptions": {"epochs": grid["epochs"], "train_tokens_per_example": grid["assumed_train_tokens"],
+                            "new_tokens_per_answer": grid["assumed_new_tokens"],
+                            "sizes": grid["datasets"],
+                            "note": "token lengths are assumed, not measured (random-weight models, no "
+                                    "tokenizer offline); training at the measured QLoRA tokens/s (the paper's "
+                                    "method), generation at the measured batched bf16 tokens/s; loading, "
+                                    "checkpointing and scoring not counted"}}
+
+
+def bench_gpu(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path,
+              device: str | None = None, model_configs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Part 4 (CUDA only): per paper-sized model, bf16 LoRA vs. QLoRA training and bf16
+    generation, MFU, and the paper grid's estimated wall time on this GPU.
+
+    ``device`` / ``model_configs`` (name -> transformers config) exist for checking the code
+    path on CPU with a small config; by default the part needs CUDA and the paper models."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if device is None:
+        if not torch.cuda.is_available():
+            return {"skipped": NO_CUDA}
+        device = "cuda"
+    cuda = device.startswith("cuda")
+    name = torch.cuda.get_device_name(0) if cuda else "cpu"
+    peak = peak_bf16_flops(name) if cuda else None
+    paper = config.load_profile("paper")
+    train_cfg = {k: paper[k] for k in ("lora_r", "lora_alpha", "lora_dropout", "lr", "gradient_checkpointing")}
+    methods = ("lora", "qlora") if cuda else ("lora",)
+    res: dict[str, Any] = {"device": name, "peak_bf16_flops": peak, "models": {},
+                           "settings": {"seq_len": sizes["gpu_seq_len"], "batch_size": int(paper["batch_size"]),
+                                        "steps": sizes["gpu_steps"], **train_cfg,
+                                        "gen_batch_size": int(paper["eval_batch_size"]),
+                                        "gen_prompt_len": sizes["gpu_gen_prompt_len"],
+                                        "gen_new_tokens": sizes["gpu_gen_new_tokens"],
+                                        "weights": "random (built from the published configs)"}}
+    if model_configs is None:
+        model_configs = {m: gpu_model_config(m) for m in GPU_MODEL_CONFIGS}
+    Path(work).mkdir(parents=True, exist_ok=True)
+    for key, mcfg in model_configs.items():
+        n = n_params(mcfg)
+        d = Path(tempfile.mkdtemp(dir=work, prefix="gpu-model-"))
+        try:
+            config.seed_everything(0)
+            with torch.device(device):
+                mdl = AutoModelForCausalLM.from_config(mcfg, dtype=torch.bfloat16 if cuda else torch.float32)
+            mdl.save_pretrained(d)
+            del mdl
+            gc.collect()
+            entry: dict[str, Any] = {"n_params": n}
+            for meth in methods:
+                try:  # QLoRA needs bitsandbytes: a missing package is reported, LoRA still measured
+                    r = sft_throughput(d, meth, train_cfg, seq_len=int(sizes["gpu_seq_len"]),
+                                       steps=int(sizes["gpu_steps"]), batch_size=int(paper["batch_size"]), device=device)
+                    r["mfu"] = _r(mfu(n, r["tokens_per_s"], peak), 4)
+                except Exception as e:
+                    if not cuda:
+                        raise
+                    r = {"error": f"{type(e).__name__}: {e}"}
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                entry[meth] = r
+            entry["generation"] = gen_throughput(d, batch_size=int(paper["eval_batch_size"]),
+                                                 prompt_len=int(sizes["gpu_gen_prompt_len"]),
+                                                 new_tokens=int(sizes["gpu_gen_new_tokens"]), device=device)
+            res["models"][key] = entry
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    if cuda and set(PAPER_GRID["models"]) <= set(res["models"]):
+        meth = paper["method"] if paper["method"] in methods else "lora"
+        if any("error" in res["models"][m].get(meth, {"error": ""}) for m in PAPER_GRID["models"]):
+            meth = "lora"  # e.g. no bitsandbytes: estimate at the bf16 LoRA speed, and say so
+        est = paper_grid_estimate({m: res["models"][m][meth]["tokens_per_s"] for m in PAPER_GRID["models"]},
+                                  {m: res["models"][m]["generation"]["tokens_per_s"] for m in PAPER_GRID["models"]})
+        est["method"] = meth
+        res["paper_grid_estimate"] = est
+        is_h100 = "h100" in name.lower()
+        res["target"] = {"metric": "estimated wall time of the paper grid on this GPU",
+                         "max_s": TARGETS["paper_grid_wall_s_h100"], "value_s": est["total_s"],
+                         "applies": is_h100,
+                         "met": est["total_s"] <= TARGETS["paper_grid_wall_s_h100"] if is_h100 else None}
+    return res
+
+
+# =============================================================================== report
+def _fmt(x: Any, nd: int = 2) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    return out + [""]
+
+
+def summary_targets(parts: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One line per target: part, what, target, measured, met."""
+    out = []
+    for name, p in parts.items():
+        if not isinstance(p, Mapping) or "target" not in p:
+            continue
+        t = p["target"]
+        if name in ("gen", "sft"):
+            out.append({"part": name, "metric": t["metric"], "target": f">= {t['min_ratio']}x",
+                        "value": t["value"], "met": t["met"]})
+        elif name == "reproduce":
+            out.append({"part": name, "metric": "wall time, make reproduce", "target": f"<= {t['max_wall_s'] / 60:.0f} min",
+                        "value": _r(t["value_wall_s"] / 60, 1) if t["value_wall_s"] is not None else None,
+                        "met": t["wall_met"]})
+            out.append({"part": name, "metric": "smallest EM lift over untrained (vanilla/correct/incorrect, every dataset)",
+                        "target": f">= {t['min_em_lift']:.2f}", "value": t["value_min_em_lift"], "met": t["lift_met"]})
+        elif name == "gpu":
+            out.append({"part": name, "metric": "estimated paper-grid wall time (min)",
+                        "target": f"<= {t['max_s'] / 60:.0f} min on one H100",
+                        "value": _r(t["value_s"] / 60, 1), "met": t["met"]})
+    return out
+
+
+def render_md(rep: Mapping[str, Any]) -> str:
+    """The report as Markdown: machine, targets, then one section per part."""
+    m = rep["machine"]
+    env = rep.get("environment", {})
+    v = env.get("versions", {})
+    L = [f"# `make bench` ({rep['profile']} profile)", "",
+         f"Run {rep['created']} on {m.get('cpu_model')} ({m.get('cpu_count')} cores, {m.get('ram_gb')} GB RAM, "
+         f"torch threads {m.get('torch_threads')}, CPU autocast {m.get('autocast_dtype') or 'none'}, "
+         f"CUDA: {m.get('cuda') or 'none'}); python {env.get('python')}, torch {v.get('torch')}, "
+         f"transformers {v.get('transformers')}, peft {v.get('peft')}; commit {env.get('git_commit')}. "
+         f"Bench wall time {_fmt(rep.get('wall_s'), 1)} s.", "",
+         "Every ratio is project / straightforward way, both measured in this run on this machine, one after "
+         "the other. \"others' CPU\" is the share of the machine's CPU that other processes used while a side was "
+         "measured (a shared machine slows the sides unevenly).", "",
+         "## Targets", ""]
+    L += _table(["part", "metric", "target", "measured", "met"],
+                [[t["part"], t["metric"], t["target"], t["value"], t["met"]] for t in rep.get("targets", [])])
+    parts = rep["parts"]
+    for name in PARTS:
+        if name not in parts:
+            continue
+        p = parts[name]
+        title = {"gen": "1. Evaluation generation", "sft": "2. Fine-tuning (SFT)",
+                 "reproduce": "3. `make reproduce` (whole profile)", "gpu": "4. GPU (paper-sized models)"}[name]
+        L += [f"## {title}", ""]
+        if "skipped" in p:
+            L += [f"Skipped: {p['skipped']}.", ""]
+            continue
+        if "error" in p:
+            L += ["Failed:", "", "```", p["error"].strip()[-2000:], "```", ""]
+            continue
+        if p.get("contention"):
+            L += [f"**Shared machine**: {p['contention']}.", ""]
+        if name == "gen":
+            s = p["settings"]
+            L += [f"{s['n_prompts']} test prompts ({', '.join(s['datasets'])}; mean {s['prompt_tokens_mean']} / max "
+                  f"{s['prompt_tokens_max']} prompt tokens), student `{s['model']}` ({s['model_dtype']} on {s['device']}), "
+                  f"greedy, max_new_tokens {s['max_new_tokens']}.", ""]
+            L += _table(["way", "batch", "autocast", "items", "gen. tokens", "seconds", "items/s", "tokens/s",
+                         "others' CPU"],
+                        [[k, p[k]["batch_size"], p[k]["autocast_dtype"] or "none", p[k]["items"], p[k]["generated_tokens"],
+                          p[k]["seconds"], p[k]["items_per_s"], p[k]["tokens_per_s"], p[k].get("others_cpu_frac")]
+                         for k in ("baseline", "project", "project_no_autocast")])
+            r = p["ratios"]
+            a = p["agreement"]
+            L += [f"Ratios: items/s **{_fmt(r['items_per_s'])}x**, generated tokens/s **{_fmt(r['tokens_per_s'])}x** "
+                  f"(without autocast {_fmt(r['no_autocast_tokens_per_s'])}x).", "",
+                  f"Greedy agreement with one-at-a-time: project {a['project_vs_one_at_a_time']['identical']}/"
+                  f"{a['project_vs_one_at_a_time']['n']} identical; batched without autocast "
+                  f"{a['project_no_autocast_vs_one_at_a_time']['identical']}/{a['project_no_autocast_vs_one_at_a_time']['n']} "
+                  f"identical. {a['note']}.", ""]
+        elif name == "sft":
+            s = p["settings"]
+            L += [f"`{s['model']}`, condition `{s['condition']}`, {s['examples']} examples (mean {s['example_tokens_mean']}, "
+                  f"max {s['example_tokens_max']} tokens), {s['steps']} steps of batch {s['batch_size']} x accum "
+                  f"{s['grad_accum']}, LoRA r={s['lora']['r']} alpha={s['lora']['alpha']}, lr {s['lr']} "
+                  f"{s['lr_scheduler']}.", ""]
+            L += _table(["way", "sampler", "bf16 autocast", "non-pad tokens", "fed tokens", "padding", "seconds",
+                         "tokens/s", "eval loss", "others' CPU"],
+                        [[k, p[k]["sampler"], p[k]["bf16_autocast"], p[k]["non_padding_tokens"], p[k]["fed_tokens"],
+                          p[k]["padding_fraction"], p[k]["seconds"], p[k]["tokens_per_s"], p[k]["eval_loss"],
+                          p[k].get("others_cpu_frac")]
+                         for k in ("baseline", "project")])
+            a = p["loss_agreement"]
+            L += [f"Ratio: non-padding tokens/s **{_fmt(p['ratios']['tokens_per_s'])}x** (the project's time includes "
+                  f"{p['project']['checkpoints_saved']} checkpoint saves, {_fmt(p['project']['checkpoint_seconds'])} s; "
+                  f"without them {_fmt(p['ratios']['tokens_per_s_project_without_checkpoints'])}x).", "",
+                  f"Loss curves: mean |project - baseline| per step {_fmt(a['mean_abs_diff'], 4)} "
+                  f"({_fmt(a['rel_mean_abs_diff'], 4)} of the baseline's mean {_fmt(a['mean_b'], 4)}); last-third means "
+                  f"{_fmt(a['last_third_mean_a'], 4)} vs {_fmt(a['last_third_mean_b'], 4)}; held-out loss untrained "
+                  f"{_fmt(a['eval_loss_untrained'], 4)}, project {_fmt(a['eval_loss_project'], 4)}, baseline "
+                  f"{_fmt(a['eval_loss_baseline'], 4)}; same initial adapter: {_fmt(a['same_initial_adapter'])}. "
+                  f"{a['how']}.", ""]
+            pr = p.get("padding_at_run_size") or {}
+            if pr:
+                L += ["Padding over a whole fine-tuning run of each dataset (its full train split, one epoch, "
+                      "batch " + str(s["batch_size"]) + "): real / fed tokens with the project's length-grouped order vs. "
+                      f"a random order (the benchmark's {s['examples']}-example pool groups only a few batches at a "
+                      "time, so it understates this):", ""]
+                L += _table(["dataset", "examples", "grouped efficiency", "random efficiency", "random / grouped fed tokens"],
+                            [[ds, r["examples"], r["grouped_efficiency"], r["random_efficiency"],
+                              r["random_over_grouped_fed_tokens"]] for ds, r in pr.items()])
+            L += _table(["step", "project loss", "baseline loss"],
+                        [[i + 1, x, y] for i, (x, y) in enumerate(zip(p["project"]["loss_curve"], p["baseline"]["loss_curve"]))])
+        elif name == "reproduce":
+            L += _table(["stage", "exit", "wall s", "peak RSS MB (largest process)", "peak RSS MB (process tree)"],
+                        [[st, r["returncode"], r["wall_s"], r["peak_rss_mb"], r["peak_tree_rss_mb"]]
+                         for st, r in p["stages"].items()]
+                        + [["total", "", p["total_wall_s"], p["peak_rss_mb"], p["peak_tree_rss_mb"]]])
+            acc = p.get("accuracy", {})
+            if "table" in acc:
+                L += ["Answer EM, untrained student vs. each fine-tuned condition:", ""]
+                L += _table(["dataset", "model", "condition", "n", "answer EM", "untrained EM", "lift"],
+                            [[r["dataset"], r["model"], r["condition"], r["n"], r["answer_em"], r["untrained_em"], r["lift"]]
+                             for r in acc["table"]])
+                if acc.get("short_of_target"):
+                    L += ["Short of the lift target: " + "; ".join(acc["short_of_target"]) + ".", ""]
+            else:
+                L += [f"Accuracy not read: {acc.get('skipped')}.", ""]
+        elif name == "gpu":
+            L += [f"{p['device']}, dense bf16 peak {_fmt((p['peak_bf16_flops'] or 0) / 1e12, 0)} TFLOP/s "
+                  f"(0 = unknown GPU). Random weights, models built from their published configs.", ""]
+            rows = []
+            for mname, e in p["models"].items():
+                for meth in ("lora", "qlora"):
+                    if meth in e:
+                        r = e[meth]
+                        if "error" in r:
+                            rows.append([mname, e["n_params"], meth, "failed: " + r["error"][:120], "", "", "", ""])
+                            continue
+                        rows.append([mname, e["n_params"], meth, r["seq_len"], r["batch_size"], r["tokens_per_s"],
+                                     r["mfu"], r["peak_gpu_mem_gb"]])
+            L += _table(["model", "params", "method", "seq len", "batch", "train tokens/s", "MFU", "peak GPU GB"], rows)
+            L += _table(["model", "batch", "prompt len", "new tokens", "gen tokens/s", "peak GPU GB"],
+                        [[mname, e["generation"]["batch_size"], e["generation"]["prompt_len"], e["generation"]["new_tokens"],
+                          e["generation"]["tokens_per_s"], e["generation"]["peak_gpu_mem_gb"]] for mname, e in p["models"].items()])
+            est = p.get("paper_grid_estimate")
+            if est:
+                L += [f"Estimated paper grid ({est['runs']} fine-tuning runs + evaluations, {est['method']}): "
+                      f"**{_fmt(est['total_min'], 1)} min**. {est['assumptions']['note']}.", ""]
+    return "\n".join(L) + "\n"
+
+
+def default_out(profile: str) -> Path:
+    """``results/bench`` for the quick profile (the README's figures), ``results/bench/<profile>`` else."""
+    base = paths.RESULTS / "bench"
+    return base if profile == "quick" else base / profile
+
+
+def default_parts(profile: str) -> list[str]:
+    """Every part on the quick profile; elsewhere all but ``reproduce`` (it starts with
+    ``make clean``: only when asked for)."""
+    return list(PARTS) if profile == "quick" else [p for p in PARTS if p != "reproduce"]
+
+
+def write_report(rep: Mapping[str, Any], out: Path) -> tuple[Path, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    j = config.write_json(out / "bench.json", rep)
+    md = out / "bench.md"
+    tmp = md.with_suffix(".md.tmp")
+    tmp.write_text(render_md(rep))
+    os.replace(tmp, md)
+    return j, md
+
+
+def run(profile: str, parts: Sequence[str] | None = None, out: Path | None = None,
+        progress: bool = False) -> dict[str, Any]:
+    """Run the chosen parts and write the report after each (a failed part is recorded with
+    its traceback and the others still run)."""
+    cfg = config.load_profile(profile)
+    parts = list(parts) if parts else default_parts(profile)
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise ValueError(f"unknown parts {bad}; choose from {PARTS}")
+    out = Path(out) if out else default_out(profile)
+    sizes = _sizes(profile)
+    t0 = time.perf_counter()
+    try:
+        from .sft import set_threads
+
+        set_threads()
+    except ImportError:
+        pass
+    rep: dict[str, Any] = {"profile": profile, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                           "command": " ".join([Path(sys.executable).name, "-m", "helpers.bench", *sys.argv[1:]]),
+                           "parts_requested": parts, "sizes": sizes, "targets_definition": TARGETS,
+                           "machine": machine_info(), "environment": config.environment_info(),
+                           "parts": {}, "targets": []}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        for name in PARTS:
+            if name not in parts:
+                continue
+            t = time.perf_counter()
+            print(f"[bench] {name} ...", flush=True)
+            try:
+                if name == "gen":
+                    res = bench_gen(cfg, sizes, work, progress=progress)
+                elif name == "sft":
+                    res = bench_sft(cfg, sizes, work)
+                elif name == "reproduce":
+                    res = bench_reproduce(profile, out)
+                else:
+                    res = bench_gpu(cfg, sizes, work)
+            except Exception:  # recorded in the report; the other parts still run
+                res = {"error": traceback.format_exc()}
+            res["part_wall_s"] = _r(time.perf_counter() - t, 2)
+            rep["parts"][name] = res
+            rep["targets"] = summary_targets(rep["parts"])
+            rep["wall_s"] = _r(time.perf_counter() - t0, 2)
+            write_report(rep, out)
+            print(f"[bench] {name} done in {res['part_wall_s']} s", flush=True)
+    return rep
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
+    ap.add_argument("--parts", default=None,
+                    help=f"comma-separated subset of {','.join(PARTS)} (default: all on quick, all but reproduce elsewhere)")
+    ap.add_argument("--out", default=None, help="report folder (default results/bench, or results/bench/<profile>)")
+    ap.add_argument("--progress", action="store_true", help="progress bars for the generation runs")
+    a = ap.parse_args(argv)
+    parts = [p.strip() for p in a.parts.split(",") if p.strip()] if a.parts else None
+    rep = run(a.profile, parts, Path(a.out) if a.out else None, progress=a.progress)
+    out = Path(a.out) if a.out else default_out(a.profile)
+    print(f"[bench] report: {out / 'bench.md'}")
+    for t in rep["targets"]:
+        print(f"[bench] {t['part']}: {t['metric']}: {_fmt(t['value'])} (target {t['target']}) "
+              f"{'met' if t['met'] else 'NOT met' if t['met'] is not None else ''}")
+    failed = [k for k, v in rep["parts"].items() if "error" in v]
+    if failed:
+        print(f"[bench] parts that failed: {failed} (tracebacks in bench.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

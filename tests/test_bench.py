@@ -1,0 +1,266 @@
+"""`make bench`: runs on the smoke profile and writes a well-formed report. No speed is
+asserted anywhere (the targets live in the benchmark's report, not in tests)."""
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from helpers import bench, config, paths
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run([sys.executable, "-m", "helpers.bench", "--profile", "smoke", "--parts", "gen,sft,gpu",
+                           "--out", str(out)], cwd=paths.ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
+
+
+def _close(a, b, rel=1e-3):
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-3)
+
+
+def test_report_header_and_machine(smoke_report):
+    rep, _ = smoke_report
+    assert rep["profile"] == "smoke"
+    assert set(rep["parts"]) == {"gen", "sft", "gpu"}
+    m = rep["machine"]
+    assert m["cpu_count"] >= 1 and m["ram_gb"] > 0 and m["torch_threads"] >= 1
+    assert rep["environment"]["versions"]["torch"] and rep["environment"]["versions"]["transformers"]
+    assert all("error" not in p for p in rep["parts"].values())
+
+
+def test_generation_part_is_consistent(smoke_report):
+    rep, _ = smoke_report
+    g = rep["parts"]["gen"]
+    n = g["settings"]["n_prompts"]
+    for k in ("baseline", "project", "project_no_autocast"):
+        r = g[k]
+        assert r["items"] == n and r["seconds"] > 0
+        assert 0 < r["generated_tokens"] <= n * g["settings"]["max_new_tokens"]
+        assert _close(r["tokens_per_s"], r["generated_tokens"] / r["seconds"], rel=0.01)
+        assert _close(r["items_per_s"], r["items"] / r["seconds"], rel=0.01)
+        assert r["cpu_s"] > 0 and 0 <= r["others_cpu_frac"] <= 1
+    assert _close(g["ratios"]["tokens_per_s"], g["project"]["tokens_per_s"] / g["baseline"]["tokens_per_s"])
+    assert _close(g["ratios"]["items_per_s"], g["project"]["items_per_s"] / g["baseline"]["items_per_s"])
+    for a in (g["agreement"]["project_vs_one_at_a_time"], g["agreement"]["project_no_autocast_vs_one_at_a_time"]):
+        assert a["n"] == n and a["identical"] + a["differ"] == n and len(a["differ_ids"]) == a["differ"]
+    # batching in the model's own dtype must not change greedy outputs (the tiny model is fp32)
+    assert g["agreement"]["project_no_autocast_vs_one_at_a_time"]["differ"] == 0
+    t = g["target"]
+    assert t["value"] == min(g["ratios"]["tokens_per_s"], g["ratios"]["items_per_s"])
+    assert t["min_ratio"] == 5.0 and t["met"] == (t["value"] >= 5.0)
+
+
+def test_sft_part_counts_the_same_tokens_for_both(smoke_report):
+    rep, _ = smoke_report
+    s = rep["parts"]["sft"]
+    steps = s["settings"]["steps"]
+    for k in ("baseline", "project"):
+        r = s[k]
+        # exactly one epoch over the same examples: every non-padding token counted once
+        assert r["non_padding_tokens"] == s["settings"]["tokens_in_examples"]
+        assert r["fed_tokens"] >= r["non_padding_tokens"] and r["seconds"] > 0
+        assert r["cpu_s"] > 0 and 0 <= r["others_cpu_frac"] <= 1
+        assert _close(r["tokens_per_s"], r["non_padding_tokens"] / r["seconds"], rel=0.01)
+        assert len(r["loss_curve"]) == steps and all(x > 0 for x in r["loss_curve"])
+        assert r["eval_loss"] > 0
+    assert s["baseline"]["bf16_autocast"] is False
+    p = s["project"]
+    assert 0 <= p["checkpoint_seconds"] < p["seconds"] and p["checkpoints_saved"] >= 1
+    assert p["tokens_per_s_without_checkpoints"] >= p["tokens_per_s"]
+    for ds, r in s["padding_at_run_size"].items():
+        assert r["examples"] == config.load_profile("smoke")["n_train"]
+        assert 0 < r["random_efficiency"] <= 1 and 0 < r["grouped_efficiency"] <= 1
+        assert _close(r["random_over_grouped_fed_tokens"], r["grouped_efficiency"] / r["random_efficiency"], rel=0.01)
+    assert _close(s["ratios"]["tokens_per_s"], s["project"]["tokens_per_s"] / s["baseline"]["tokens_per_s"])
+    a = s["loss_agreement"]
+    assert a["same_initial_adapter"] is True and a["steps"] == steps
+    mad = sum(abs(x - y) for x, y in zip(s["project"]["loss_curve"], s["baseline"]["loss_curve"])) / steps
+    assert _close(a["mean_abs_diff"], mad, rel=0.01)
+    assert s["target"]["met"] == (s["target"]["value"] >= 1.5)
+
+
+def test_gpu_part_skipped_on_cpu_and_markdown_mentions_every_part(smoke_report):
+    import torch
+
+    rep, md = smoke_report
+    if not torch.cuda.is_available():
+        assert rep["parts"]["gpu"]["skipped"] == bench.NO_CUDA
+        assert bench.NO_CUDA in md
+    for title in ("Evaluation generation", "Fine-tuning", "GPU", "## Targets"):
+        assert title in md
+    assert f"{rep['parts']['gen']['ratios']['tokens_per_s']:,.2f}x" in md
+    assert [t["part"] for t in rep["targets"]] == ["gen", "sft"]
+
+
+# --------------------------------------------------------------------------------- part 3
+def _items(em):
+    """items.parquet rows: em[(dataset, condition)] = list of answer_em."""
+    rows = []
+    for (ds, cond), vals in em.items():
+        for k, v in enumerate(vals):
+            rows.append({"dataset": ds, "model": "m", "condition": cond, "seed": 0, "id": f"{ds}/{k}",
+                         "answer_em": bool(v)})
+    return pd.DataFrame(rows)
+
+
+def test_accuracy_lift_per_dataset():
+    items = _items({("babi", "untrained"): [0, 0, 0, 1], ("babi", "vanilla"): [1, 1, 1, 0],
+                    ("babi", "correct"): [1, 1, 0, 0], ("babi", "krsl"): [0, 0, 0, 0],
+                    ("marco", "untrained"): [0, 0], ("marco", "vanilla"): [1, 0], ("marco", "correct"): [1, 1]})
+    res = bench.accuracy_lift(items, lift_conditions=("vanilla", "correct"), min_lift=0.25)
+    t = {(r["dataset"], r["condition"]): r for r in res["table"]}
+    assert t[("babi", "vanilla")]["answer_em"] == 0.75 and t[("babi", "vanilla")]["lift"] == 0.5
+    assert t[("babi", "correct")]["lift"] == 0.25 and t[("babi", "untrained")]["lift"] is None
+    assert t[("babi", "krsl")]["lift"] == -0.25  # reported, not part of the criterion
+    assert res["min_lift"] == 0.25 and res["met"] is True
+    res = bench.accuracy_lift(items, lift_conditions=("vanilla", "correct", "krsl"), min_lift=0.25)
+    assert res["met"] is False and any("krsl" in s for s in res["short_of_target"])
+    with pytest.raises(ValueError, match="answer_em"):
+        bench.accuracy_lift(items.drop(columns="answer_em"))
+
+
+def _fake_make(tmp_path, fail_stage=None):
+    """A Makefile whose stages each hold ~60 MB for a moment (and one can fail)."""
+    rules = []
+    for st in ("clean",) + bench.REPRO_STAGES:
+        body = (f"\t{sys.executable} -c \"import time; x = bytearray(60_000_000); time.sleep(0.3); "
+                f"print('$@ $(PROFILE)')\"")
+        if st == fail_stage:
+            body += "\n\texit 3"
+        rules.append(f"{st}:\n{body}\n")
+    mk = tmp_path / "Makefile"
+    mk.write_text(".PHONY: " + " ".join(("clean",) + bench.REPRO_STAGES) + "\n" + "\n".join(rules))
+    return ["make", "-f", str(mk)]
+
+
+def test_reproduce_measures_every_stage(tmp_path):
+    items = _items({("babi", "untrained"): [0, 0], ("babi", "vanilla"): [1, 1], ("babi", "correct"): [1, 1],
+                    ("babi", "incorrect"): [1, 0]})
+    ip = tmp_path / "items.parquet"
+    items.to_parquet(ip)
+    res = bench.bench_reproduce("smoke", tmp_path / "w", make=_fake_make(tmp_path), cwd=tmp_path, items_path=ip)
+    assert list(res["stages"]) == list(bench.REPRO_STAGES)
+    for st, r in res["stages"].items():
+        assert r["returncode"] == 0 and r["wall_s"] >= 0.3
+        assert r["peak_rss_mb"] >= 55, r  # the stage's 60 MB buffer is seen
+        assert f"{st} smoke" in open(r["log"]).read()
+    assert _close(res["total_wall_s"], sum(r["wall_s"] for r in res["stages"].values()), rel=0.01)
+    assert res["accuracy"]["min_lift"] == 0.5 and res["accuracy"]["met"] is True
+    assert res["target"]["wall_met"] is True and res["target"]["met"] is True
+    md = bench.render_md({"profile": "smoke", "created": "now", "machine": bench.machine_info(),
+                          "parts": {"reproduce": res}, "targets": bench.summary_targets({"reproduce": res})})
+    assert "make reproduce" in md and "correlation" in md and "| babi | m | vanilla |" in md
+
+
+def test_reproduce_stops_at_a_failed_stage(tmp_path):
+    res = bench.bench_reproduce("smoke", tmp_path / "w", make=_fake_make(tmp_path, fail_stage="traces"),
+                                cwd=tmp_path, items_path=tmp_path / "none.parquet")
+    assert res["failed_stage"] == "traces" and res["stages"]["traces"]["returncode"] != 0
+    assert "sft" not in res["stages"]
+    assert res["target"]["met"] is False and "traces" in res["accuracy"]["skipped"]
+
+
+# --------------------------------------------------------------------------------- part 4
+def test_paper_model_configs_have_the_real_sizes():
+    n_llama = bench.n_params(bench.gpu_model_config("llama-3.2-1b"))
+    n_qwen = bench.n_params(bench.gpu_model_config("qwen3-1.7b"))
+    assert 1.23e9 < n_llama < 1.24e9  # Llama-3.2-1B: 1.236 B with tied embeddings
+    assert 1.71e9 < n_qwen < 1.73e9   # Qwen3-1.7B: 1.721 B with tied embeddings
+
+
+def test_stopwatch_sees_other_processes_use_the_cpu():
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 2.5: pass"])
+    try:
+        time.sleep(0.5)  # the busy loop is running before the window opens and after it closes
+        with bench.Stopwatch() as shared:
+            time.sleep(1.0)
+    finally:
+        busy.wait()
+    assert shared.cpu < 0.2  # sleeping costs this process nothing
+    # the busy loop alone keeps (nearly) one of os.cpu_count() cores busy during the window
+    assert 0.4 / (os.cpu_count() or 1) < shared.others <= 1
+    assert abs(shared.wall - 1.0) < 0.2
+    assert bench.contention_note({"others_cpu_frac": 0.05}) is None
+    assert "40%" in bench.contention_note({"others_cpu_frac": 0.05}, {"others_cpu_frac": 0.4})
+
+
+def test_gpu_peaks_and_mfu():
+    assert bench.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert bench.peak_bf16_flops("NVIDIA H100 PCIe") == 756e12
+    assert bench.peak_bf16_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert bench.peak_bf16_flops("Some Future GPU") is None
+    assert math.isclose(bench.mfu(10**9, 1000.0, 6e12), 1.0)
+    assert bench.mfu(10**9, 1000.0, None) is None
+
+
+def test_paper_grid_estimate_adds_up():
+    grid = {"datasets": {"a": {"n_train": 100, "n_test": 10}}, "conditions": ("vanilla", "correct"),
+            "models": ("m1",), "epochs": 2, "assumed_train_tokens": {"a": {"vanilla": 50, "trace": 80}},
+            "assumed_new_tokens": {"vanilla": 5, "trace": 20, "untrained": 40}}
+    est = bench.paper_grid_estimate({"m1": 100.0}, {"m1": 10.0}, grid)
+    train = (100 * 50 * 2 + 100 * 80 * 2) / 100.0
+    ev = (10 * 5 + 10 * 20 + 10 * 40) / 10.0
+    assert est["per_model"]["m1"] == {"train_s": train, "eval_s": ev}
+    assert est["total_s"] == train + ev and est["runs"] == 2
+
+
+def test_gpu_code_path_runs_on_cpu_with_a_small_config(tmp_path):
+    """The CUDA part's training and generation loops, on CPU with a small Llama config (no
+    QLoRA, no MFU: those need a GPU)."""
+    from transformers import LlamaConfig
+
+    small = LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                        tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    sizes = {"gpu_seq_len": 32, "gpu_steps": 2, "gpu_gen_prompt_len": 8, "gpu_gen_new_tokens": 4}
+    res = bench.bench_gpu(config.load_profile("smoke"), sizes, tmp_path, device="cpu", model_configs={"small": small})
+    e = res["models"]["small"]
+    assert e["n_params"] == sum(p.numel() for p in __import__("transformers").LlamaForCausalLM(small).parameters())
+    assert set(e) == {"n_params", "lora", "generation"}
+    assert e["lora"]["tokens_per_s"] > 0 and e["lora"]["steps"] == 2 and e["lora"]["mfu"] is None
+    assert e["lora"]["batch_size"] == config.load_profile("paper")["batch_size"]
+    assert e["generation"]["tokens_per_s"] > 0
+    assert "paper_grid_estimate" not in res  # only with both paper models on CUDA
+
+
+def test_gpu_section_renders(tmp_path):
+    res = {"device": "NVIDIA H100 80GB HBM3", "peak_bf16_flops": 989e12,
+           "models": {"llama-3.2-1b": {"n_params": 1235814400,
+                                       "lora": {"seq_len": 512, "batch_size": 4, "tokens_per_s": 20000.0, "mfu": 0.15,
+                                                "peak_gpu_mem_gb": 12.0},
+                                       "qlora": {"error": "ImportError: no bitsandbytes"},
+                                       "generation": {"batch_size": 32, "prompt_len": 512, "new_tokens": 128,
+                                                      "tokens_per_s": 3000.0, "peak_gpu_mem_gb": 5.0}}},
+           "target": {"max_s": 5400, "value_s": 3600.0, "met": True},
+           "paper_grid_estimate": {"runs": 18, "method": "lora", "total_min": 60.0, "assumptions": {"note": "assumed"}}}
+    md = bench.render_md({"profile": "quick", "created": "now", "machine": bench.machine_info(),
+                          "parts": {"gpu": res}, "targets": bench.summary_targets({"gpu": res})})
+    assert "| llama-3.2-1b | 1,235,814,400 | lora | 512 | 4 | 20,000.00 | 0.15 | 12.00 |" in md
+    assert "failed: ImportError" in md and "**60.0 min**" in md
+    assert bench.summary_targets({"gpu": res})[0]["value"] == 60.0
+
+
+def test_a_failing_part_is_recorded_and_the_report_still_written(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("simulated failure in part 4")
+
+    monkeypatch.setattr(bench, "bench_gpu", boom)
+    rep = bench.run("smoke", ["gpu"], out=tmp_path)
+    assert "simulated failure in part 4" in rep["parts"]["gpu"]["error"]
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["parts"]["gpu"]["error"] == rep["parts"]["gpu"]["error"]
+    assert "Failed" in (tmp_path / "bench.md").read_text()
+    with pytest.raises(ValueError, match="unknown parts"):
+        bench.run("smoke", ["gpu", "nonsense"], out=tmp_path)
+    assert bench.default_out("quick") == paths.RESULTS / "bench"
+    assert bench.default_out("smoke") == paths.RESULTS / "bench" / "smoke"
+    assert "reproduce" not in bench.default_parts("smoke") and "reproduce" in bench.default_parts("quick")
