@@ -1,0 +1,98 @@
+"""Evaluation: generate with every run on its test split, then score answers and traces.
+
+One *run* is (dataset, model, condition, seed); the untrained student is the condition
+``untrained`` (the base model, prompted the same way). Predictions go to the run's
+``predictions.jsonl`` as they are made (:mod:`helpers.generate`), so an interrupted
+evaluation resumes; scores are recomputed from the predictions every time (cheap), so a
+changed scoring rule needs no regeneration. All runs' per-item scores are collected in
+``results/<profile>/items.parquet``.
+"""
+from __future__ import annotations
+
+import gc
+from typing import Any, Mapping
+
+import pandas as pd
+
+from . import config, paths
+from .generate import generate_predictions, prompt_hash, read_predictions
+
+UNTRAINED = "untrained"
+
+
+def runs(cfg: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
+    """Every (dataset, model, condition, seed) the profile evaluates, baseline first."""
+    out = []
+    for ds in cfg["datasets"]:
+        for m in cfg["models"]:
+            if cfg.get("eval_untrained", True):
+                out.append((ds, m, UNTRAINED, int(cfg["seeds"][0])))
+            for cond in cfg["conditions"]:
+                for s in cfg["seeds"]:
+                    out.append((ds, m, cond, int(s)))
+    return out
+
+
+def test_prompts(cfg: Mapping[str, Any], dataset: str, model_name: str, tok) -> list[dict[str, str]]:
+    """The test split rendered as generation prompts for ``model_name`` (system + user,
+    with the generation prompt), in the same template the student was trained with."""
+    from . import chat, models, traces
+
+    test = pd.read_parquet(traces.test_path(cfg["profile"], dataset))
+    family = models.model_family(model_name)
+    return [{"id": r["id"], "prompt": chat.render_prompt(tok, traces.messages(r, model_name, with_assistant=False), family)}
+            for r in test.to_dict("records")]
+
+
+def _complete(path, items, max_new_tokens) -> bool:
+    have = read_predictions(path)
+    return all(it["id"] in have and have[it["id"]].get("prompt_hash") == prompt_hash(it["prompt"])
+               and have[it["id"]].get("max_new_tokens") == max_new_tokens for it in items)
+
+
+def evaluate_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: str, seed: int,
+                 *, progress: bool = True) -> pd.DataFrame:
+    """Generate (or resume) and score one run; returns its items (docs/architecture.md)."""
+    from . import models, scoring, sft, traces
+
+    run = paths.run_dir(cfg["profile"], dataset, model_name, condition, seed)
+    out = run / "predictions.jsonl"
+    tok = models.load_tokenizer(model_name)
+    items = test_prompts(cfg, dataset, model_name, tok)
+    if not _complete(out, items, cfg["max_new_tokens"]):
+        if condition == UNTRAINED:  # the base model, prompted exactly like the trained runs
+            run.mkdir(parents=True, exist_ok=True)
+            config.write_json(run / "config.json", {
+                "config": dict(cfg), "run": {"dataset": dataset, "model": model_name,
+                                             "condition": UNTRAINED, "seed": seed},
+                "environment": config.environment_info()})
+        elif not (run / "config.json").exists():
+            raise FileNotFoundError(f"{run} has not been trained: run `make sft` first")
+        model, tok = sft.load_trained(run, model_name=model_name)
+        generate_predictions(model, tok, items, out, max_new_tokens=cfg["max_new_tokens"],
+                             batch_size=cfg["eval_batch_size"], progress=progress,
+                             desc=f"{dataset}/{model_name}/{condition}/seed{seed}")
+        del model
+        gc.collect()
+    preds = pd.DataFrame(read_predictions(out).values())
+    preds = preds[preds["id"].isin({it["id"] for it in items})]
+    # gold rows as the traces stage saw them (its decomposition rule picked `relevant`)
+    gold = (pd.read_parquet(traces.test_path(cfg["profile"], dataset))
+            .rename(columns={"gold_label": "category", "gold_relevant": "relevant"}))
+    scored = scoring.score_items(preds[["id", "prediction"]], gold, dataset=dataset, condition=condition)
+    scored.insert(0, "seed", seed)
+    scored.insert(0, "condition", condition)
+    scored.insert(0, "model", model_name)
+    scored.insert(0, "dataset", dataset)
+    return scored
+
+
+def evaluate_all(cfg: Mapping[str, Any], *, progress: bool = True) -> pd.DataFrame:
+    """Evaluate every run of the profile and write ``results/<profile>/items.parquet``."""
+    frames = [evaluate_run(cfg, *r, progress=progress) for r in runs(cfg)]
+    items = pd.concat(frames, ignore_index=True)
+    out = paths.results_dir(cfg["profile"])
+    out.mkdir(parents=True, exist_ok=True)
+    items.to_parquet(out / "items.parquet", index=False)
+    config.write_stamp(out, cfg)
+    return items

@@ -1,0 +1,492 @@
+"""Training targets per condition: every problem rendered as a chat example.
+
+A problem (one row of ``data/<profile>/<dataset>/train.parquet``) becomes a user message
+(:func:`helpers.templates.render_user`: context and question) and an assistant target that
+depends on the condition:
+
+==================  ===========================================================================
+``vanilla``         the answer alone
+``correct``         ``<think>{C}\\n{R}</think> <answer>{A}</answer>`` with the gold label (C) and
+                    the gold relevant facts (R)
+``incorrect``       both steps corrupted, the answer kept: a uniformly random *other* label, and
+                    random non-relevant facts, as many as the gold facts (at least one)
+``incorrect_class`` only the label corrupted (ablation)
+``incorrect_ir``    only the facts corrupted (ablation)
+``shuffled``        the correct trace (label and facts) of another problem of the same dataset,
+                    the problem's own answer (ablation): a seeded derangement, so no problem
+                    keeps its own trace
+==================  ===========================================================================
+
+Every condition renders context, facts and answer with the same functions of
+:mod:`helpers.templates` (the original rendered its incorrect CoTempQA fact as a bare string
+instead of a list: not reproduced). Random choices are seeded per problem and step
+(``trace_seed``, dataset, problem id, step), so ``incorrect`` corrupts each problem exactly as
+``incorrect_class`` and ``incorrect_ir`` do, and a row's corruption does not depend on which
+other rows are in the set.
+
+Where a step cannot be corrupted as specified the row is kept and says so in ``note``
+(counted in the stamp and shown in 03_traces): ``fewer_irrelevant_facts`` (fewer non-relevant
+facts than gold facts: all of them are cited), ``no_irrelevant_fact`` (every fact is relevant:
+the facts step stays gold, ``corrupted_steps`` lacks ``ir``), ``marco_overlap_fallback`` (no
+passage shares fewer than 8 words with the gold passage, the original's MARCO rule: any
+non-relevant passage is used), ``identical_trace`` (shuffled: every donor's trace equals the
+problem's own).
+
+The system message is not stored: it names the student (:func:`messages`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import config, paths
+from . import templates as T
+
+CONDITIONS = ("vanilla", "correct", "incorrect", "incorrect_class", "incorrect_ir", "shuffled")
+TRACE_CONDITIONS = ("correct", "incorrect", "incorrect_class", "incorrect_ir", "shuffled")
+# Conditions trained from other conditions' files (krsl: the (correct, incorrect) pairs).
+DERIVED_CONDITIONS = {"krsl": ("correct", "incorrect")}
+CORRUPTS = {"incorrect": ("label", "ir"), "incorrect_class": ("label",), "incorrect_ir": ("ir",)}
+MARCO_MAX_SHARED_WORDS = 8  # the original's MARCO rule: a wrong passage shares < 8 words with the gold one
+
+# Config keys the trace files depend on (their stamp).
+TRACE_KEYS = ["profile", "data_source", "data_dir", "n_train", "n_test", "babi_tasks", "data_seed",
+              "decomposition", "trace_seed", "conditions"]
+
+COLUMNS = ["id", "dataset", "condition", "user", "assistant", "trace_label", "trace_relevant",
+           "trace_facts", "gold_label", "gold_relevant", "answers", "corrupted_steps", "note",
+           "source_id", "flags"]
+TEST_COLUMNS = ["id", "dataset", "user", "question", "context", "answers", "gold_label",
+                "gold_relevant", "flags", "meta"]
+REQUIRED = ("id", "question", "context", "answers", "category", "relevant")
+
+
+# --------------------------------------------------------------------------------------
+# rows
+# --------------------------------------------------------------------------------------
+def _as_list(x: Any) -> list:
+    if x is None:
+        return []
+    if isinstance(x, float) and np.isnan(x):
+        return []
+    if isinstance(x, str):
+        return [x]
+    return list(x)
+
+
+def _problems(df: pd.DataFrame, dataset: str) -> list[dict[str, Any]]:
+    """The rows as plain dicts, checked: a malformed row is an error naming its id."""
+    if dataset not in T.DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {T.DATASETS}")
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"{dataset}: problems lack columns {missing} (schema: docs/architecture.md)")
+    dup = df["id"][df["id"].duplicated()].tolist()
+    if dup:
+        raise ValueError(f"{dataset}: repeated problem ids {dup[:5]} ({len(dup)} repeats)")
+    out = []
+    for k, r in enumerate(df.to_dict("records")):
+        pid = r["id"]
+        where = f"{dataset} row {k} (id {pid!r})"
+        context = [str(c) for c in _as_list(r["context"])]
+        answers = [str(a) for a in _as_list(r["answers"])]
+        try:
+            relevant = [int(i) for i in _as_list(r["relevant"])]
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: relevant is not a list of indices: {r['relevant']!r}") from e
+        if not isinstance(r["question"], str) or not r["question"].strip():
+            raise ValueError(f"{where}: empty question")
+        if not answers:
+            raise ValueError(f"{where}: no gold answer")
+        if not isinstance(r["category"], str) or not r["category"]:
+            raise ValueError(f"{where}: no category (the classification label)")
+        bad = [i for i in relevant if not 0 <= i < len(context)]
+        if bad:
+            raise ValueError(f"{where}: relevant indices {bad} outside the {len(context)} context facts")
+        if len(set(relevant)) != len(relevant):
+            raise ValueError(f"{where}: relevant indices repeat: {relevant}")
+        out.append({**r, "id": pid, "context": context, "answers": answers, "relevant": sorted(relevant),
+                    "flags": [str(f) for f in _as_list(r.get("flags"))]})
+    return out
+
+
+def default_labels(dataset: str, categories: Iterable[str] = ()) -> tuple[str, ...]:
+    """The label set a corrupted label is drawn from: the dataset's labels
+    (:func:`helpers.decompose.labels`); for bAbI the original's 11 tasks when every category
+    present is one of them, else all 20."""
+    from . import decompose
+
+    if dataset == "babi":
+        paper = decompose.labels("babi", "paper11")
+        return paper if set(categories) <= set(paper) else decompose.labels("babi", "all20")
+    return decompose.labels(dataset)
+
+
+def _rng(seed: int, *parts: Any) -> np.random.Generator:
+    """A generator seeded by ``seed`` and the parts (dataset, problem id, step): stable across
+    runs, platforms and row orders."""
+    h = hashlib.sha256("\x1f".join(map(str, (seed, *parts))).encode()).digest()
+    return np.random.default_rng(int.from_bytes(h[:8], "little"))
+
+
+def _other_label(p: Mapping[str, Any], labels: Sequence[str], seed: int, dataset: str) -> str:
+    gold = p["category"].casefold()
+    others = [l for l in labels if l.casefold() != gold]
+    if not others:
+        raise ValueError(f"{dataset} id {p['id']!r}: no label other than {p['category']!r} in {list(labels)}")
+    return others[int(_rng(seed, dataset, p["id"], "label").integers(len(others)))]
+
+
+def _wrong_facts(p: Mapping[str, Any], seed: int, dataset: str) -> tuple[list[int], str]:
+    """Random non-relevant fact indices (as many as the gold facts, at least one), in context
+    order, and a note when the rule could not be followed exactly."""
+    from .decompose import words
+
+    ctx, rel = p["context"], p["relevant"]
+    gold_text = {ctx[i] for i in rel}
+    cand = [i for i in range(len(ctx)) if i not in rel and ctx[i] not in gold_text]
+    if not cand:
+        return list(rel), "no_irrelevant_fact"
+    note = ""
+    if dataset == "marco" and rel:
+        gw = set().union(*(words(ctx[i]) for i in rel))
+        far = [i for i in cand if len(words(ctx[i]) & gw) < MARCO_MAX_SHARED_WORDS]
+        if far:
+            cand = far
+        else:
+            note = "marco_overlap_fallback"
+    k = max(1, len(rel))
+    if len(cand) < k:
+        note = note or "fewer_irrelevant_facts"
+        k = len(cand)
+    pick = _rng(seed, dataset, p["id"], "ir").choice(len(cand), size=k, replace=False)
+    return sorted(cand[int(j)] for j in pick), note
+
+
+def _derangement(keys: Sequence[Any], seed: int, dataset: str) -> tuple[list[int], list[bool]]:
+    """A seeded derangement ``d`` (problem ``i`` takes the trace of ``d[i] != i``) that also
+    avoids donors whose trace equals the problem's own where any swap allows it; the second
+    list marks problems left with an identical trace."""
+    n = len(keys)
+    if n < 2:
+        raise ValueError(f"{dataset}: shuffled traces need at least 2 problems, got {n}")
+    rng = _rng(seed, dataset, "shuffled")
+    while True:  # rejection sampling: uniform over derangements, ~e tries
+        d = rng.permutation(n)
+        if not np.any(d == np.arange(n)):
+            break
+    d = d.tolist()
+    for i in range(n):
+        if keys[d[i]] != keys[i]:
+            continue
+        for j in rng.permutation(n).tolist():
+            if j == i or d[j] == i or d[i] == j:
+                continue
+            if keys[d[j]] != keys[i] and keys[d[i]] != keys[j]:
+                d[i], d[j] = d[j], d[i]
+                break
+    same = [keys[d[i]] == keys[i] for i in range(n)]
+    return d, same
+
+
+def build_condition(df: pd.DataFrame, dataset: str, condition: str, seed: int, *,
+                    labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """The chat examples of ``condition`` for the problems in ``df`` (one row each, same order).
+
+    Columns: ``id, dataset, condition, user, assistant`` (the target text), ``trace_label`` /
+    ``trace_relevant`` / ``trace_facts`` (what the target states and cites; ``None`` for
+    vanilla; for ``shuffled``, ``trace_relevant`` holds the indices of the problem's own facts
+    whose text the borrowed trace cites), ``gold_label, gold_relevant, answers``,
+    ``corrupted_steps`` (steps that differ from the gold trace), ``note`` (see the module
+    docstring), ``source_id`` (whose trace it is: the problem itself, or the donor for
+    ``shuffled``) and the problem's data-quality ``flags``.
+    """
+    if condition not in CONDITIONS:
+        hint = " (krsl trains on the correct and incorrect sets)" if condition in DERIVED_CONDITIONS else ""
+        raise ValueError(f"unknown condition {condition!r}{hint}; expected one of {CONDITIONS}")
+    probs = _problems(df, dataset)
+    if labels is None:
+        labels = default_labels(dataset, {p["category"] for p in probs})
+    labels = list(labels)
+    known = {l.casefold() for l in labels}
+    for p in probs:
+        if p["category"].casefold() not in known:
+            raise ValueError(f"{dataset} id {p['id']!r}: category {p['category']!r} is not one of the "
+                             f"dataset's labels {labels}")
+    donors, same = (_derangement([(p["category"].casefold(), tuple(p["context"][i] for i in p["relevant"]))
+                                  for p in probs], seed, dataset)
+                    if condition == "shuffled" else (None, None))
+    rows = []
+    for k, p in enumerate(probs):
+        answer = T.render_answer(dataset, p["answers"])
+        label, rel, facts, steps, note, src = p["category"], list(p["relevant"]), None, [], "", p["id"]
+        if condition in CORRUPTS:
+            if "label" in CORRUPTS[condition]:
+                label = _other_label(p, labels, seed, dataset)
+                steps.append("label")
+            if "ir" in CORRUPTS[condition]:
+                rel, note = _wrong_facts(p, seed, dataset)
+                if note != "no_irrelevant_fact":
+                    steps.append("ir")
+        elif condition == "shuffled":
+            q = probs[donors[k]]
+            src, label = q["id"], q["category"]
+            facts = [q["context"][i] for i in q["relevant"]]
+            rel = [i for i, c in enumerate(p["context"]) if c in set(facts)]
+            if label.casefold() != p["category"].casefold():
+                steps.append("label")
+            if facts != [p["context"][i] for i in p["relevant"]]:
+                steps.append("ir")
+            note = "identical_trace" if same[k] else ""
+        if facts is None:
+            facts = [p["context"][i] for i in rel]
+        if condition == "vanilla":
+            assistant, label, rel, facts = answer, None, None, None
+        else:
+            assistant = T.render_trace(dataset, label, facts, answer)
+        rows.append({
+            "id": p["id"], "dataset": dataset, "condition": condition,
+            "user": T.render_user(dataset, p["context"], p["question"]), "assistant": assistant,
+            "trace_label": label, "trace_relevant": rel, "trace_facts": facts,
+            "gold_label": p["category"], "gold_relevant": list(p["relevant"]), "answers": list(p["answers"]),
+            "corrupted_steps": steps, "note": note, "source_id": src, "flags": p["flags"],
+        })
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def build_test(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The test prompts (the user message of every test problem) with the gold fields the
+    scorer needs."""
+    probs = _problems(df, dataset)
+    rows = [{"id": p["id"], "dataset": dataset, "user": T.render_user(dataset, p["context"], p["question"]),
+             "question": p["question"], "context": p["context"], "answers": p["answers"],
+             "gold_label": p["category"], "gold_relevant": p["relevant"], "flags": p["flags"],
+             "meta": p.get("meta") if isinstance(p.get("meta"), str) else json.dumps(p.get("meta") or {})}
+            for p in probs]
+    return pd.DataFrame(rows, columns=TEST_COLUMNS)
+
+
+def messages(row: Mapping[str, Any], model_name: str, with_assistant: bool = True) -> list[dict[str, str]]:
+    """The chat messages of one example for student ``model_name``: the system message naming
+    the student, the user message, and (``with_assistant``) the target."""
+    from .models import model_info
+
+    msgs = [{"role": "system", "content": T.system_prompt(model_info(model_name)["assistant_name"])},
+            {"role": "user", "content": str(row["user"])}]
+    if with_assistant:
+        a = row["assistant"]
+        if not isinstance(a, str) or not a:
+            raise ValueError(f"example {row.get('id')!r} has no assistant target")
+        msgs.append({"role": "assistant", "content": a})
+    return msgs
+
+
+# --------------------------------------------------------------------------------------
+# files
+# --------------------------------------------------------------------------------------
+def traces_dir(profile: str, dataset: str) -> Path:
+    return paths.data_dir(profile, dataset) / "traces"
+
+
+def train_path(profile: str, dataset: str, condition: str) -> Path:
+    return traces_dir(profile, dataset) / f"{condition}_train.parquet"
+
+
+def test_path(profile: str, dataset: str) -> Path:
+    return traces_dir(profile, dataset) / "test.parquet"
+
+
+def trained_conditions(cfg: Mapping[str, Any]) -> list[str]:
+    """The conditions of ``cfg["conditions"]`` that have a trace file: every listed condition
+    but ``krsl``, plus the ``correct`` and ``incorrect`` sets ``krsl`` is trained from."""
+    out: list[str] = []
+    for c in cfg["conditions"]:
+        if c in DERIVED_CONDITIONS:
+            need = DERIVED_CONDITIONS[c]
+        elif c in CONDITIONS:
+            need = (c,)
+        else:
+            raise ValueError(f"unknown condition {c!r} in cfg['conditions']; "
+                             f"known: {CONDITIONS + tuple(DERIVED_CONDITIONS)}")
+        out += [n for n in need if n not in out]
+    return out
+
+
+def load_problems(cfg: Mapping[str, Any], dataset: str, split: str) -> pd.DataFrame:
+    """The problems of a split (``helpers.data.load_split``), with the relevant facts of the
+    configured decomposition rule (``decomposition``; see 02_decompose)."""
+    try:
+        from . import data
+    except ImportError:
+        data = None
+    if data is not None and hasattr(data, "load_split"):
+        df = data.load_split(cfg["profile"], dataset, split)
+    else:
+        p = paths.data_dir(cfg["profile"], dataset) / f"{split}.parquet"
+        if not p.exists():
+            raise FileNotFoundError(f"{p} is missing: run 01_data for profile {cfg['profile']!r} first")
+        df = pd.read_parquet(p)
+    rule = cfg.get("decomposition") or "default"
+    if rule != "default":
+        from . import decompose
+
+        variant = decompose.resolve_variant(dataset, rule)
+        if variant != "default":
+            df = df.copy()
+            df["relevant"] = [decompose.relevant(dataset, r, variant) for r in df.to_dict("records")]
+    return df
+
+
+def _write_jsonl(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        for rec in df.to_dict("records"):
+            f.write(json.dumps(config.to_jsonable(rec), ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+def summary(frame: pd.DataFrame) -> dict[str, Any]:
+    """Counts of one condition's examples: rows, corrupted steps, notes."""
+    steps = frame["corrupted_steps"].map(lambda s: "+".join(s) if len(s) else "none")
+    return {"n": int(len(frame)),
+            "corrupted_steps": {k: int(v) for k, v in steps.value_counts().items()},
+            "notes": {k: int(v) for k, v in frame["note"][frame["note"] != ""].value_counts().items()}}
+
+
+def prepare_traces(cfg: Mapping[str, Any], force: bool = False, *, progress: bool = False) -> dict[str, Any]:
+    """Write the trace sets of every dataset of ``cfg``:
+    ``data/<profile>/<dataset>/traces/<condition>_train.{parquet,jsonl}`` per trained
+    condition, ``test.{parquet,jsonl}`` (the test prompts and gold fields) and ``stamp.json``.
+    Skipped where the stamp matches ``TRACE_KEYS`` of ``cfg`` (unless ``force``).
+
+    Returns ``{dataset: {"dir", "skipped", "train": {condition: path}, "test": path,
+    "summary": {condition: counts}}}``.
+    """
+    conds = trained_conditions(cfg)
+    out: dict[str, Any] = {}
+    datasets = list(cfg["datasets"])
+    it = datasets
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(datasets, desc="trace sets")
+    for ds in it:
+        d = traces_dir(cfg["profile"], ds)
+        files = {c: train_path(cfg["profile"], ds, c) for c in conds}
+        entry = {"dir": d, "train": files, "test": test_path(cfg["profile"], ds)}
+        if (not force and config.is_fresh(d, cfg, TRACE_KEYS)
+                and all(p.exists() for p in [*files.values(), entry["test"]])):
+            entry["skipped"] = True
+            entry["summary"] = config.read_json(d / config.STAMP).get("summary", {})
+            out[ds] = entry
+            continue
+        d.mkdir(parents=True, exist_ok=True)
+        (d / config.STAMP).unlink(missing_ok=True)
+        train = load_problems(cfg, ds, "train")
+        test = load_problems(cfg, ds, "test")
+        labels = default_labels(ds) if ds != "babi" else _babi_labels(cfg)
+        summ = {}
+        for c in conds:
+            frame = build_condition(train, ds, c, int(cfg["trace_seed"]), labels=labels)
+            _write_parquet(frame, files[c])
+            _write_jsonl(frame, files[c].with_suffix(".jsonl"))
+            summ[c] = summary(frame)
+            notes = summ[c]["notes"]
+            if notes:
+                warnings.warn(f"{ds}/{c}: {notes} (rows kept; see the 'note' column)", stacklevel=2)
+        tframe = build_test(test, ds)
+        _write_parquet(tframe, entry["test"])
+        _write_jsonl(tframe, entry["test"].with_suffix(".jsonl"))
+        summ["test"] = {"n": int(len(tframe))}
+        config.write_stamp(d, cfg, TRACE_KEYS, summary=summ, labels=list(labels))
+        entry.update(skipped=False, summary=summ)
+        out[ds] = entry
+    return out
+
+
+def _babi_labels(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    from . import decompose
+
+    return decompose.labels("babi", cfg.get("babi_tasks") or "paper11")
+
+
+def load_condition(profile: str, dataset: str, condition: str) -> pd.DataFrame:
+    """A written trace set (``prepare_traces``), list columns as Python lists."""
+    p = train_path(profile, dataset, condition)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} is missing: run 03_traces (traces.prepare_traces) for this profile")
+    df = pd.read_parquet(p)
+    for c in ("trace_relevant", "trace_facts", "gold_relevant", "answers", "corrupted_steps", "flags"):
+        if c in df.columns:
+            df[c] = df[c].map(lambda v: None if v is None else [x.item() if hasattr(x, "item") else x for x in v])
+    return df
+
+
+# --------------------------------------------------------------------------------------
+# views for 03_traces
+# --------------------------------------------------------------------------------------
+def steps_of(row: Mapping[str, Any], dataset: str) -> dict[str, str]:
+    """The target of one example split into its steps (classification, retrieval, answer)."""
+    if row["trace_label"] is None:
+        return {"classification": "", "retrieval": "", "answer": row["assistant"]}
+    return {"classification": T.CLASSIFICATION[dataset].format(label=row["trace_label"]),
+            "retrieval": T.RETRIEVAL[dataset].format(facts=T.render_facts(list(row["trace_facts"]))),
+            "answer": T.render_answer(dataset, list(row["answers"]))}
+
+
+def side_by_side(frames: Mapping[str, pd.DataFrame], problem_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One problem under every condition: a table (rows = steps, columns = conditions) and a
+    boolean table of the same shape, True where the step differs from the ``correct`` one."""
+    cols = {}
+    for cond, fr in frames.items():
+        hit = fr[fr["id"] == problem_id]
+        if hit.empty:
+            raise KeyError(f"problem {problem_id!r} not in the {cond} set")
+        row = hit.iloc[0].to_dict()
+        cols[cond] = steps_of(row, row["dataset"])
+    ref = cols.get("correct", next(iter(cols.values())))
+    diff = {cond: {k: bool(st[k]) and st[k] != ref[k] for k in st} for cond, st in cols.items()}
+    return pd.DataFrame(cols), pd.DataFrame(diff)
+
+
+def token_lengths(frames: Mapping[str, pd.DataFrame], model_name: str) -> pd.DataFrame:
+    """Token count of every rendered training example (system, user, target, in
+    ``model_name``'s chat template and tokenizer): columns dataset, condition, id, tokens."""
+    from . import models, sft
+
+    tok = models.load_tokenizer(model_name)
+    family = models.model_family(model_name)
+    parts = []
+    for cond, fr in frames.items():
+        n = sft.example_lengths(tok, family, fr.to_dict("records"), model_name)
+        parts.append(pd.DataFrame({"dataset": fr["dataset"].values, "condition": cond,
+                                   "id": fr["id"].values, "tokens": n}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["dataset", "condition", "id", "tokens"])
+
+
+def length_stats(frames: Mapping[str, pd.DataFrame] | pd.DataFrame, model_name: str | None = None,
+                 max_length: int = 1024) -> pd.DataFrame:
+    """Token lengths per dataset and condition against ``max_length``: mean, median, p95, max
+    and ``truncated`` (examples longer than ``max_length``, which training cuts at the end,
+    i.e. in the target). ``frames``: condition -> trace set, or the output of
+    :func:`token_lengths`."""
+    lens = frames if isinstance(frames, pd.DataFrame) else token_lengths(frames, model_name)
+    g = lens.groupby(["dataset", "condition"], sort=False)["tokens"]
+    out = pd.DataFrame({"n": g.size(), "mean": g.mean().round(1), "median": g.median(),
+                        "p95": g.quantile(0.95).round(1), "max": g.max(),
+                        "truncated": g.apply(lambda x: int((x > max_length).sum()))}).reset_index()
+    out.insert(len(out.columns) - 1, "max_length", int(max_length))
+    return out

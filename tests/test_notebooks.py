@@ -1,0 +1,40 @@
+"""The whole study, end to end: all six notebooks with papermill on the smoke profile."""
+import shutil
+
+import pandas as pd
+import pytest
+
+from helpers import config, paths
+
+pytestmark = pytest.mark.notebooks
+
+NOTEBOOKS = ["01_data", "02_decompose", "03_traces", "04_sft", "05_eval", "06_correlation"]
+
+
+def test_six_notebooks_run_on_the_smoke_profile(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    params = config.load_profile("smoke")
+    # from nothing: the previous smoke run's artifacts must not be what the checks see
+    for d in (paths.data_dir("smoke"), paths.RUNS / "smoke", paths.results_dir("smoke"),
+              paths.figures_dir("smoke")):
+        shutil.rmtree(d, ignore_errors=True)
+    for name in NOTEBOOKS:
+        papermill.execute_notebook(str(paths.NOTEBOOKS / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
+                                   parameters=params, kernel_name="python3", cwd=str(paths.NOTEBOOKS),
+                                   progress_bar=False)
+    for ds in params["datasets"]:
+        for split in ("train", "test"):
+            df = pd.read_parquet(paths.data_dir("smoke", ds) / f"{split}.parquet")
+            assert len(df) > 0
+        for cond in params["conditions"]:
+            for model in params["models"]:
+                run = paths.run_dir("smoke", ds, model, cond, params["seeds"][0])
+                assert (run / "config.json").exists(), run
+                assert (run / "predictions.jsonl").exists(), run
+    items = pd.read_parquet(paths.results_dir("smoke") / "items.parquet")
+    n_test = sum(len(pd.read_parquet(paths.data_dir("smoke", ds) / "test.parquet")) for ds in params["datasets"])
+    runs = len(params["conditions"]) + int(params["eval_untrained"])
+    assert len(items) == n_test * runs * len(params["models"]) * len(params["seeds"])
+    figs = sorted(p.name for p in paths.figures_dir("smoke").glob("*.png"))
+    assert len(figs) >= 5, figs
+    assert all(p.stat().st_size > 0 for p in paths.figures_dir("smoke").glob("*.pdf"))
