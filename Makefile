@@ -37,7 +37,7 @@ PM_EXTRA := $(if $(DATA_DIR),-p data_source local -p data_dir $(abspath $(DATA_D
 PAPERMILL = $(PY) -m papermill -k $(KERNEL) --cwd notebooks -f profiles/$(PROFILE).yaml $(PM_EXTRA) --progress-bar
 SRC := $(wildcard src/helpers/*.py) pyproject.toml
 ENV_STAMP := $(VENV)/.installed
-FIGS := accuracy_by_condition step_accuracy contingency_heatmaps forest_phi_or accuracy_by_category
+FIGS := accuracy_by_condition step_accuracy contingency_heatmaps forest_phi_or accuracy_by_category key_steps
 
 .DEFAULT_GOAL := help
 .PHONY: help env data decompose traces sft eval correlation figures reproduce test unit smoke bench clean clean-all $(addprefix fig-,$(FIGS)) FORCE

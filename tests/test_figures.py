@@ -72,7 +72,30 @@ def items():
 
 def test_registry_names():
     assert list(figures.FIGURES) == ["accuracy_by_condition", "step_accuracy", "contingency_heatmaps",
-                                     "forest_phi_or", "accuracy_by_category"]
+                                     "forest_phi_or", "accuracy_by_category", "key_steps"]
+    # every figure has its own make target (make fig-<name>)
+    mk = (paths.ROOT / "Makefile").read_text()
+    figs = next(line for line in mk.splitlines() if line.startswith("FIGS :="))
+    assert figs.split(":=")[1].split() == list(figures.FIGURES)
+
+
+def test_key_steps_reads_krsl_metrics(items, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(paths, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(paths, "FIGURES", tmp_path / "figures")
+    krsl_items = items.assign(condition="krsl")
+    for r in krsl_items[["dataset", "model", "seed"]].drop_duplicates().itertuples():
+        d = paths.run_dir("unit", r.dataset, r.model, "krsl", int(r.seed))
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({
+            "key_share_correct": 0.2, "key_share_incorrect": 0.1,
+            "key_tokens_correct": {"n_key": 20}, "key_tokens_incorrect": {"n_key": 10}}))
+    png, pdf = figures.fig_key_steps(krsl_items, "unit", synthetic=True)
+    assert png.stat().st_size > 10_000 and pdf.stat().st_size > 0
+    # without any krsl metrics the figure says so instead of failing
+    empty_png, _ = figures.fig_key_steps(items.assign(condition="correct"), "unit2", synthetic=True)
+    assert empty_png.exists()
 
 
 @pytest.mark.parametrize("name", list(figures.FIGURES))

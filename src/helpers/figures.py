@@ -383,12 +383,57 @@ def fig_accuracy_by_category(items: pd.DataFrame, profile: str, out_dir: str | P
         return _save(fig, name, profile, out_dir)
 
 
+def fig_key_steps(items: pd.DataFrame, profile: str, out_dir: str | Path | None = None,
+                  synthetic: bool | Mapping[str, bool] | None = None) -> PathList:
+    """Share of key tokens in the dual traces (EDIT's key steps: tokens where a problem's
+    correct and incorrect traces differ under the token-level edit alignment), per dataset
+    and model, for the correct and the incorrect trace; EDIT's 4.7% for free-form CoT as a
+    reference line. Read from the ``krsl`` runs' metrics.json (items only pick the runs)."""
+    import json
+
+    name = "key_steps"
+    runs = items[items["condition"] == "krsl"][["dataset", "model", "seed"]].drop_duplicates()
+    rows = []
+    for r in runs.itertuples():
+        m = paths.run_dir(profile, r.dataset, r.model, "krsl", int(r.seed)) / "metrics.json"
+        if m.exists():
+            d = json.loads(m.read_text())
+            for side in ("correct", "incorrect"):
+                rows.append({"dataset": r.dataset, "model": r.model, "seed": r.seed, "trace": side,
+                             "share": d.get(f"key_share_{side}", np.nan),
+                             "n_key": d.get(f"key_tokens_{side}", {}).get("n_key")})
+    if not rows:
+        return _empty(name, profile, out_dir, "no krsl run with metrics.json in this profile")
+    df = pd.DataFrame(rows)
+    dss = [d for d in stats.datasets_present(items) if d in set(df["dataset"])]
+    synth = synthetic_flags(profile, dss, synthetic)
+    models = sorted(df["model"].unique())
+    with _style():
+        fig, axes = _grid(1, len(models), 1.6 + 1.7 * len(dss), 3.4, sharey=True)
+        for j, model in enumerate(models):
+            ax = axes[0, j]
+            for k, side in enumerate(("correct", "incorrect")):
+                for x, ds in enumerate(dss):
+                    v = df[(df["model"] == model) & (df["dataset"] == ds) & (df["trace"] == side)]["share"]
+                    _draw_bar(ax, x - 0.2 + 0.4 * k, 0.38, v.to_numpy(), side)
+            ax.axhline(4.7, color="#444444", ls="--", lw=1)
+            ax.text(len(dss) - 0.5, 4.9, "EDIT: 4.7% of CoT tokens", ha="right", va="bottom", fontsize=8)
+            ax.set_xticks(range(len(dss)), [dataset_label(d, synth[d]) for d in dss], fontsize=8.5)
+            ax.set_ylabel("key tokens (% of target tokens)")
+            ax.set_title(model, fontsize=10)
+        fig.suptitle(f"Key steps located in the dual traces ({profile})", fontsize=11)
+        _legend(fig, ["correct", "incorrect"], y=0.93)
+        fig.tight_layout(rect=(0, 0, 1, 0.85))
+        return _save(fig, name, profile, out_dir)
+
+
 FIGURES: dict[str, Callable[..., PathList]] = {
     "accuracy_by_condition": fig_accuracy_by_condition,
     "step_accuracy": fig_step_accuracy,
     "contingency_heatmaps": fig_contingency_heatmaps,
     "forest_phi_or": fig_forest_phi_or,
     "accuracy_by_category": fig_accuracy_by_category,
+    "key_steps": fig_key_steps,
 }
 
 
