@@ -34,7 +34,7 @@ export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
 PM_EXTRA := $(if $(DATA_DIR),-p data_source local -p data_dir $(abspath $(DATA_DIR)),)
-PAPERMILL = $(PY) -m papermill -k $(KERNEL) --cwd notebooks -f profiles/$(PROFILE).yaml $(PM_EXTRA) --progress-bar
+PAPERMILL = $(PY) -m papermill -k $(KERNEL) --cwd notebooks -f profiles/$(PROFILE).yaml $(PM_EXTRA) --progress-bar --log-output
 SRC := $(wildcard src/helpers/*.py) pyproject.toml
 ENV_STAMP := $(VENV)/.installed
 FIGS := accuracy_by_condition step_accuracy contingency_heatmaps forest_phi_or accuracy_by_category key_steps

@@ -264,3 +264,17 @@ def test_a_failing_part_is_recorded_and_the_report_still_written(tmp_path, monke
     assert bench.default_out("quick") == paths.RESULTS / "bench"
     assert bench.default_out("smoke") == paths.RESULTS / "bench" / "smoke"
     assert "reproduce" not in bench.default_parts("smoke") and "reproduce" in bench.default_parts("quick")
+
+
+def test_parts_of_an_earlier_run_are_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "bench_gpu", lambda *a, **k: {"skipped": "first run"})
+    first = bench.run("smoke", ["gpu"], out=tmp_path)
+    monkeypatch.setattr(bench, "bench_reproduce", lambda *a, **k: {"stages": {}, "total_wall_s": 1.0})
+    second = bench.run("smoke", ["reproduce"], out=tmp_path)
+    assert second["parts"]["gpu"]["skipped"] == "first run"
+    assert second["parts"]["gpu"]["measured_in_earlier_run"] == first["created"]
+    assert "measured_in_earlier_run" not in second["parts"]["reproduce"]
+    # re-running a part replaces it
+    monkeypatch.setattr(bench, "bench_gpu", lambda *a, **k: {"skipped": "second run"})
+    third = bench.run("smoke", ["gpu"], out=tmp_path)
+    assert third["parts"]["gpu"]["skipped"] == "second run" and "reproduce" in third["parts"]

@@ -249,3 +249,25 @@ def test_fast_dropout_matches_dropout_in_distribution():
     model, _ = sft.load_for_training(cfg, "tiny")
     fast = [m for m in model.modules() if type(m).__name__ == "_FastDropout"]
     assert len(fast) == 2 * 7 and all(m.p == 0.1 for m in fast)  # 2 layers x 7 adapted projections
+
+
+@pytest.mark.parametrize("loss_mask", ["full", "completion"])
+def test_target_positions_loss_equals_the_models_own_loss(loss_mask):
+    """The loss computed only at labelled positions is the model's full causal-LM loss."""
+    import torch
+
+    from helpers import models, sft
+
+    tok = models.load_tokenizer("tiny")
+    model = models.load_model("tiny", tokenizer=tok)
+    rows = [{"id": f"x{i}", "user": f"Where is Mary? Context {i}",
+             "assistant": "<think>a\nb</think> <answer>" + "garden" * (i + 1) + "</answer>"} for i in range(3)]
+    ex, _ = sft.tokenize_examples(tok, "chatml", rows, "tiny", 256, loss_mask)
+    batch = sft.PaddingCollator(tok.pad_token_id, None)(ex)
+    with torch.no_grad():
+        ref = model(**batch).loss
+        n = batch["labels"][:, 1:].ne(-100).sum()
+        ours = sft.target_positions_loss(model, batch, n)
+        ours_local = sft.target_positions_loss(model, batch, None)
+    assert torch.allclose(ours, ref, atol=1e-5), (ours, ref)
+    assert torch.allclose(ours_local, ref, atol=1e-5)

@@ -36,6 +36,7 @@ quotes are never overwritten by a smoke run.
 from __future__ import annotations
 
 import argparse
+import json
 import gc
 import os
 import platform
@@ -1312,6 +1313,17 @@ def run(profile: str, parts: Sequence[str] | None = None, out: Path | None = Non
                            "parts_requested": parts, "sizes": sizes, "targets_definition": TARGETS,
                            "machine": machine_info(), "environment": config.environment_info(),
                            "parts": {}, "targets": []}
+    earlier = out / "bench.json"
+    if earlier.exists():  # parts measured by an earlier run and not re-run now are kept
+        try:
+            prev = json.loads(earlier.read_text())
+        except (OSError, json.JSONDecodeError):
+            prev = {}
+        for name, res in prev.get("parts", {}).items():
+            if name in PARTS and name not in parts:
+                rep["parts"][name] = dict(res, measured_in_earlier_run=res.get("measured_in_earlier_run")
+                                          or prev.get("created"))
+        rep["targets"] = summary_targets(rep["parts"])
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         for name in PARTS:

@@ -141,12 +141,12 @@ def _draw_bar(ax, x: float, width: float, values: Sequence[float], cond: str,
         ax.text(x, top + 1.5, f"{mean:.1f}", ha="center", va="bottom", fontsize=7)
 
 
-def _legend(fig, conds: Sequence[str], y: float = 1.0) -> None:
+def _legend(fig, conds: Sequence[str], y: float = 1.0, title: str = "condition") -> None:
     from matplotlib.patches import Patch
 
     handles = [Patch(label=c + (" (baseline)" if c == BASELINE else ""), **_bar_kw(c)) for c in conds]
     fig.legend(handles=handles, loc="upper center", ncol=min(len(conds), 8), frameon=False,
-               bbox_to_anchor=(0.5, y), title="condition")
+               bbox_to_anchor=(0.5, y), title=title)
 
 
 def _seed_note(n_seeds: int) -> str:
@@ -417,12 +417,13 @@ def fig_key_steps(items: pd.DataFrame, profile: str, out_dir: str | Path | None 
                     v = df[(df["model"] == model) & (df["dataset"] == ds) & (df["trace"] == side)]["share"]
                     _draw_bar(ax, x - 0.2 + 0.4 * k, 0.38, v.to_numpy(), side)
             ax.axhline(4.7, color="#444444", ls="--", lw=1)
-            ax.text(len(dss) - 0.5, 4.9, "EDIT: 4.7% of CoT tokens", ha="right", va="bottom", fontsize=8)
+            ax.text(len(dss) - 0.5, 4.7, "EDIT: 4.7% of CoT tokens", ha="right", va="center", fontsize=8,
+                    bbox=dict(facecolor="white", edgecolor="none", pad=1.5))
             ax.set_xticks(range(len(dss)), [dataset_label(d, synth[d]) for d in dss], fontsize=8.5)
             ax.set_ylabel("key tokens (% of target tokens)")
             ax.set_title(model, fontsize=10)
         fig.suptitle(f"Key steps located in the dual traces ({profile})", fontsize=11)
-        _legend(fig, ["correct", "incorrect"], y=0.93)
+        _legend(fig, ["correct", "incorrect"], y=0.93, title="trace of the dual pair")
         fig.tight_layout(rect=(0, 0, 1, 0.85))
         return _save(fig, name, profile, out_dir)
 

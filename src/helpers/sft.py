@@ -370,6 +370,35 @@ class _StopAfter:
         return StopAfter()
 
 
+def target_positions_loss(model, inputs, num_items_in_batch=None):
+    """Token cross-entropy computed only where a label exists.
+
+    The language-model head (576 x 49,152 for SmolLM2) and the softmax over the vocabulary
+    are run only at the positions whose next token carries loss (``logits_to_keep``), not at
+    every position of the batch. With ``loss_mask: completion`` that is the assistant target,
+    a fraction of each sequence, which saves a large part of a CPU training step; with
+    ``full`` it keeps every position and equals the model's own loss. The result is the same
+    sum over labelled tokens divided by their count over the accumulated batch
+    (``num_items_in_batch``), as transformers' default causal-LM loss.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    nxt = labels[:, 1:]                                     # position t predicts token t + 1
+    keep = (nxt != -100).any(dim=0).nonzero().squeeze(-1)   # positions some row needs
+    fwd = {k: v for k, v in inputs.items() if k != "labels"}
+    out = model(**fwd, logits_to_keep=keep, use_cache=False)
+    logits = out.logits                                     # [batch, len(keep), vocab]
+    target = nxt[:, keep]
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1),
+                           ignore_index=-100, reduction="sum")
+    denom = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum()
+    if torch.is_tensor(denom):
+        denom = denom.to(loss.device)
+    return loss / denom
+
+
 def total_steps(cfg: Mapping[str, Any], n_examples: int, max_steps: int | None = None) -> int:
     ms = max_steps if max_steps is not None else cfg.get("max_steps")
     if ms:
@@ -550,7 +579,11 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
     config.write_json(rd / "config.json", {**dict(cfg), "run": run_info,
                                            "environment": config.environment_info()})
     trainer = build_trainer(cfg, model, tok, examples, rd, seed=seed, progress=progress,
+                            loss_fn=target_positions_loss,
                             callbacks=[_StopAfter(stop_after)] if stop_after else [])
+    # the Trainer counts labelled tokens over the accumulated batch exactly when the model
+    # accepts loss kwargs; target_positions_loss then divides by that count itself
+    trainer.loss_is_scaled_for_ga = bool(trainer.model_accepts_loss_kwargs)
     start_step, start_tokens = 0, 0
     if resume is not None:
         st = config.read_json(resume / "trainer_state.json")
