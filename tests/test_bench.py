@@ -269,7 +269,8 @@ def test_a_failing_part_is_recorded_and_the_report_still_written(tmp_path, monke
 def test_parts_of_an_earlier_run_are_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "bench_gpu", lambda *a, **k: {"skipped": "first run"})
     first = bench.run("smoke", ["gpu"], out=tmp_path)
-    monkeypatch.setattr(bench, "bench_reproduce", lambda *a, **k: {"stages": {}, "total_wall_s": 1.0})
+    monkeypatch.setattr(bench, "bench_reproduce", lambda *a, **k: {
+        "profile": "smoke", "stages": {}, "total_wall_s": 1.0, "peak_rss_mb": None, "peak_tree_rss_mb": None})
     second = bench.run("smoke", ["reproduce"], out=tmp_path)
     assert second["parts"]["gpu"]["skipped"] == "first run"
     assert second["parts"]["gpu"]["measured_in_earlier_run"] == first["created"]
