@@ -694,19 +694,8 @@ def train_krsl_run(cfg: Mapping[str, Any], dataset: str, model_name: str, seed: 
     }
     if not all(math.isfinite(float(h["loss"])) for h in logged):
         raise FloatingPointError(f"KRSL loss became non-finite in {rd} (log_history: {logged[-3:]})")
-    out_dir = rd / out_name
-    if out_dir.exists():
-        import shutil
-
-        shutil.rmtree(out_dir)
-    model.save_pretrained(out_dir)
-    if out_name == "model":
-        tok.save_pretrained(out_dir)
-    tok.save_pretrained(rd / "tokenizer")
-    config.write_json(rd / "log_history.json", hist)
-    config.write_json(rd / "metrics.json", metrics)
-    config.write_stamp(rd, cfg, keys, run=run_info, init_stamp_time=init_time)
-    return rd
+    return sft.save_run(rd, model, tok, out_name, hist, metrics, cfg, keys, run=run_info,
+                        init_stamp_time=init_time)
 
 
 def run_grid(cfg: Mapping[str, Any]) -> list[tuple[str, str, int]]:

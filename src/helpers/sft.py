@@ -614,6 +614,13 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
         "wall_time_s": wall, "tokens_per_s": session_tokens / wall if wall > 0 else None,
         "trainable_params": trainable, "total_params": total,
     }
+    return save_run(rd, model, tok, out_name, hist, metrics, cfg, keys, run=run_info)
+
+
+def save_run(rd: Path, model, tok, out_name: str, hist, metrics: Mapping[str, Any],
+             cfg: Mapping[str, Any], keys, **stamp_extra: Any) -> Path:
+    """Write a finished run: the adapter (or full model) in ``rd/out_name``, the tokenizer,
+    the loss curve, the metrics, and last the stamp that marks the run complete."""
     out_dir = rd / out_name
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -623,7 +630,7 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
     tok.save_pretrained(rd / "tokenizer")
     config.write_json(rd / "log_history.json", hist)
     config.write_json(rd / "metrics.json", metrics)
-    config.write_stamp(rd, cfg, keys, run=run_info)
+    config.write_stamp(rd, cfg, keys, **stamp_extra)
     return rd
 
 
