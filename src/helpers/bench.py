@@ -491,6 +491,16 @@ def padding_at_run_size(cfg: Mapping[str, Any], model_name: str, tok, seed: int 
     return out
 
 
+def _sft_record(sw, counter, trainer, model, held, pad_id: int, sampler: str) -> dict[str, Any]:
+    """What one side of the fine-tuning comparison measured (same fields for both sides)."""
+    return {**sw.record(), "non_padding_tokens": counter.tokens, "fed_tokens": counter.padded_tokens,
+            "micro_batches": counter.calls, "tokens_per_s": _r(counter.tokens / sw.wall, 2),
+            "padding_fraction": _r(1 - counter.tokens / counter.padded_tokens, 4) if counter.padded_tokens else None,
+            "bf16_autocast": bool(trainer.args.bf16), "optimizer": str(trainer.args.optim),
+            "sampler": sampler, "loss_curve": loss_curve(trainer.state.log_history),
+            "eval_loss": _r(eval_loss(model, held, pad_id), 4)}
+
+
 def bench_sft(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path) -> dict[str, Any]:
     """Part 2: the project's trainer vs. a default ``transformers.Trainer``, same examples
     (exactly one epoch each), same model, same LoRA config and initial adapter, same steps."""
@@ -532,15 +542,10 @@ def bench_sft(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path) -> d
         trainer.train()
     t_proj = sw.wall
     counter.remove()
-    proj = {**sw.record(), "non_padding_tokens": counter.tokens, "fed_tokens": counter.padded_tokens,
-            "micro_batches": counter.calls, "tokens_per_s": _r(counter.tokens / t_proj, 2),
-            "padding_fraction": _r(1 - counter.tokens / counter.padded_tokens, 4) if counter.padded_tokens else None,
-            "bf16_autocast": bool(trainer.args.bf16), "optimizer": str(trainer.args.optim),
-            "sampler": "seeded length-grouped mega-batches (helpers.sft.LengthGroupedSampler)",
+    proj = {**_sft_record(sw, counter, trainer, model, held_plain, tok.pad_token_id,
+                          "seeded length-grouped mega-batches (helpers.sft.LengthGroupedSampler)"),
             "checkpoints_saved": ckpt.saves, "checkpoint_seconds": _r(ckpt.seconds),
-            "tokens_per_s_without_checkpoints": _r(counter.tokens / (t_proj - ckpt.seconds), 2),
-            "loss_curve": loss_curve(trainer.state.log_history),
-            "eval_loss": _r(eval_loss(model, held_plain, tok.pad_token_id), 4)}
+            "tokens_per_s_without_checkpoints": _r(counter.tokens / (t_proj - ckpt.seconds), 2)}
     del trainer, model
     gc.collect()
 
@@ -562,15 +567,9 @@ def bench_sft(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path) -> d
                       processing_class=base_tok)
     with Stopwatch() as sw:
         trainer.train()
-    t_base = sw.wall
     counter.remove()
-    base = {**sw.record(), "non_padding_tokens": counter.tokens, "fed_tokens": counter.padded_tokens,
-            "micro_batches": counter.calls, "tokens_per_s": _r(counter.tokens / t_base, 2),
-            "padding_fraction": _r(1 - counter.tokens / counter.padded_tokens, 4) if counter.padded_tokens else None,
-            "bf16_autocast": bool(trainer.args.bf16), "optimizer": str(trainer.args.optim),
-            "sampler": "transformers default (seeded random order)",
-            "loss_curve": loss_curve(trainer.state.log_history),
-            "eval_loss": _r(eval_loss(base_model, held_plain, base_tok.pad_token_id), 4)}
+    base = _sft_record(sw, counter, trainer, base_model, held_plain, base_tok.pad_token_id,
+                       "transformers default (seeded random order)")
     del trainer, base_model
     gc.collect()
 

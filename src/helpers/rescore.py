@@ -60,17 +60,12 @@ def read_records(path: Path) -> list[tuple[int, dict]]:
                 raise RescoreError(f"{path}: item {k} of the JSON array is not an object")
             out.append((k, obj))
         return out
-    out = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RescoreError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise RescoreError(f"{path}:{lineno}: a line must be a JSON object")
-        out.append((lineno, obj))
+    from .data import read_jsonl
+
+    try:
+        out = read_jsonl(path)
+    except ValueError as e:  # names file:line and the reason
+        raise RescoreError(str(e)) from None
     if not out:
         raise RescoreError(f"{path}: no records")
     return out

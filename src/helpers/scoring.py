@@ -490,7 +490,8 @@ def cotempqa_official(prediction: str, gold: list[str], question: str, facts: li
     return predicted, em, f1
 
 
-def _as_list(value: Any) -> list:
+def as_list(value: Any) -> list:
+    """A list from a list-like cell: None / NaN -> [], a string -> [it], arrays -> list."""
     if value is None:
         return []
     if isinstance(value, float) and math.isnan(value):
@@ -533,7 +534,7 @@ def answer_scores(pred_answer: str, row: Mapping, dataset: str, *,
     :func:`_unescape_list_literal`; off under the original's rules)."""
     _check_dataset(dataset)
     pred_answer = "" if pred_answer is None else str(pred_answer)
-    golds = [str(a) for a in _as_list(row["answers"])]
+    golds = [str(a) for a in as_list(row["answers"])]
     if not golds:
         raise ValueError(f"row {row.get('id')!r}: no gold answers")
     if dataset == "cotempqa":
@@ -543,7 +544,7 @@ def answer_scores(pred_answer: str, row: Mapping, dataset: str, *,
         if "triple_element" not in meta:
             raise ValueError(f"row {row.get('id')!r}: CoTempQA scoring needs meta.triple_element")
         _, em, f1 = cotempqa_official(pred_answer, golds, str(row["question"]),
-                                      [str(c) for c in _as_list(row["context"])],
+                                      [str(c) for c in as_list(row["context"])],
                                       meta["triple_element"])
         return {"em": bool(em), "f1": float(f1), "rouge_l": float("nan")}
     p = normalize_answer(pred_answer)
@@ -565,8 +566,8 @@ def labels_equal(pred: str | None, gold: str | None) -> bool:
 
 def strict_trace(parsed: ParsedOutput, row: Mapping) -> dict:
     """Strict step scores of one parsed output against its gold row."""
-    relevant = sorted(set(int(r) for r in _as_list(row["relevant"])))
-    context = [str(c) for c in _as_list(row["context"])]
+    relevant = sorted(set(int(r) for r in as_list(row["relevant"])))
+    context = [str(c) for c in as_list(row["context"])]
     if not parsed.has_trace:
         return {"cls_pred": None, "cls_correct": False, "ir_pred": [], "ir_precision": 0.0,
                 "ir_recall": 0.0, "ir_exact": False, "trace_correct": False}
@@ -613,7 +614,7 @@ def compat_trace(text: str, row: Mapping, dataset: str) -> dict:
     sentences = trace.split(".")
     pos = 0 if dataset == "cotempqa" else 1
     cls_ok = bool(label) and len(sentences) > pos and label in sentences[pos]
-    ir_ok = any(str(f) and str(f) in trace for f in _as_list(row["context"]))
+    ir_ok = any(str(f) and str(f) in trace for f in as_list(row["context"]))
     return {"compat_evaluated": True, "cls_correct_compat": bool(cls_ok),
             "ir_correct_compat": bool(ir_ok), "trace_correct_compat": bool(cls_ok and ir_ok)}
 
@@ -663,12 +664,12 @@ def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condit
     if missing:
         raise KeyError(f"{len(missing)} prediction ids are not in the gold data, e.g. {missing[:5]}")
     rows = gold.to_dict("records")
-    texts = [answer_text(_as_list(r["answers"]), dataset) for r in rows]
+    texts = [answer_text(as_list(r["answers"]), dataset) for r in rows]
 
     def joined(row: Mapping) -> Mapping | None:
         if mode_compat_join == "id":
             return row
-        answers = _as_list(row["answers"])
+        answers = as_list(row["answers"])
         if not answers:
             return None
         first = str(answers[0])

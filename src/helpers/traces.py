@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from . import config, paths
+from .scoring import as_list
 from . import templates as T
 
 CONDITIONS = ("vanilla", "correct", "incorrect", "incorrect_class", "incorrect_ir", "shuffled")
@@ -70,14 +71,6 @@ REQUIRED = ("id", "question", "context", "answers", "category", "relevant")
 # --------------------------------------------------------------------------------------
 # rows
 # --------------------------------------------------------------------------------------
-def _as_list(x: Any) -> list:
-    if x is None:
-        return []
-    if isinstance(x, float) and np.isnan(x):
-        return []
-    if isinstance(x, str):
-        return [x]
-    return list(x)
 
 
 def _problems(df: pd.DataFrame, dataset: str) -> list[dict[str, Any]]:
@@ -94,10 +87,10 @@ def _problems(df: pd.DataFrame, dataset: str) -> list[dict[str, Any]]:
     for k, r in enumerate(df.to_dict("records")):
         pid = r["id"]
         where = f"{dataset} row {k} (id {pid!r})"
-        context = [str(c) for c in _as_list(r["context"])]
-        answers = [str(a) for a in _as_list(r["answers"])]
+        context = [str(c) for c in as_list(r["context"])]
+        answers = [str(a) for a in as_list(r["answers"])]
         try:
-            relevant = [int(i) for i in _as_list(r["relevant"])]
+            relevant = [int(i) for i in as_list(r["relevant"])]
         except (TypeError, ValueError) as e:
             raise ValueError(f"{where}: relevant is not a list of indices: {r['relevant']!r}") from e
         if not isinstance(r["question"], str) or not r["question"].strip():
@@ -112,7 +105,7 @@ def _problems(df: pd.DataFrame, dataset: str) -> list[dict[str, Any]]:
         if len(set(relevant)) != len(relevant):
             raise ValueError(f"{where}: relevant indices repeat: {relevant}")
         out.append({**r, "id": pid, "context": context, "answers": answers, "relevant": sorted(relevant),
-                    "flags": [str(f) for f in _as_list(r.get("flags"))]})
+                    "flags": [str(f) for f in as_list(r.get("flags"))]})
     return out
 
 
