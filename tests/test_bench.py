@@ -41,21 +41,28 @@ def test_generation_part_is_consistent(smoke_report):
     rep, _ = smoke_report
     g = rep["parts"]["gen"]
     n = g["settings"]["n_prompts"]
-    for k in ("baseline", "project", "project_no_autocast"):
-        r = g[k]
-        assert r["items"] == n and r["seconds"] > 0
-        assert 0 < r["generated_tokens"] <= n * g["settings"]["max_new_tokens"]
-        assert _close(r["tokens_per_s"], r["generated_tokens"] / r["seconds"], rel=0.01)
-        assert _close(r["items_per_s"], r["items"] / r["seconds"], rel=0.01)
-        assert r["cpu_s"] > 0 and 0 <= r["others_cpu_frac"] <= 1
-    assert _close(g["ratios"]["tokens_per_s"], g["project"]["tokens_per_s"] / g["baseline"]["tokens_per_s"])
-    assert _close(g["ratios"]["items_per_s"], g["project"]["items_per_s"] / g["baseline"]["items_per_s"])
-    for a in (g["agreement"]["project_vs_one_at_a_time"], g["agreement"]["project_no_autocast_vs_one_at_a_time"]):
-        assert a["n"] == n and a["identical"] + a["differ"] == n and len(a["differ_ids"]) == a["differ"]
-    # batching in the model's own dtype must not change greedy outputs (the tiny model is fp32)
-    assert g["agreement"]["project_no_autocast_vs_one_at_a_time"]["differ"] == 0
+    assert list(g["students"]) == list(bench.GEN_STUDENTS)
+    assert g["settings"]["shared_prefix_tokens"] > 0  # the system prompt and instruction
+    ratios = []
+    for key, st in g["students"].items():
+        for k in ("baseline", "project", "project_fp32"):
+            r = st[k]
+            assert r["items"] == n and r["seconds"] > 0
+            assert 0 < r["generated_tokens"] <= n * g["settings"]["max_new_tokens"]
+            assert _close(r["tokens_per_s"], r["generated_tokens"] / r["seconds"], rel=0.01)
+            assert _close(r["items_per_s"], r["items"] / r["seconds"], rel=0.01)
+            assert r["cpu_s"] > 0 and 0 <= r["others_cpu_frac"] <= 1
+        assert _close(st["ratios"]["tokens_per_s"], st["project"]["tokens_per_s"] / st["baseline"]["tokens_per_s"])
+        assert _close(st["ratios"]["items_per_s"], st["project"]["items_per_s"] / st["baseline"]["items_per_s"])
+        for a in st["agreement"].values():
+            assert a["n"] == n and a["identical"] + a["differ"] == n and len(a["differ_ids"]) == a["differ"]
+        # batching with the shared prefix, in the model's own dtype, must not change greedy outputs
+        assert st["agreement"]["project_fp32_vs_one_at_a_time"]["differ"] == 0, key
+        ratios += [st["ratios"]["items_per_s"], st["ratios"]["tokens_per_s"]]
+    trace = g["students"]["trace"]["student"]
+    assert trace["steps"] == bench.SIZES["smoke"]["sft_steps"] and trace["loss_last"] < trace["loss_first"]
     t = g["target"]
-    assert t["value"] == min(g["ratios"]["tokens_per_s"], g["ratios"]["items_per_s"])
+    assert t["value"] == min(ratios)
     assert t["min_ratio"] == 5.0 and t["met"] == (t["value"] >= 5.0)
 
 
@@ -97,7 +104,8 @@ def test_gpu_part_skipped_on_cpu_and_markdown_mentions_every_part(smoke_report):
         assert bench.NO_CUDA in md
     for title in ("Evaluation generation", "Fine-tuning", "GPU", "## Targets"):
         assert title in md
-    assert f"{rep['parts']['gen']['ratios']['tokens_per_s']:,.2f}x" in md
+    for st in rep["parts"]["gen"]["students"].values():
+        assert f"{st['ratios']['tokens_per_s']:,.2f}x" in md
     assert [t["part"] for t in rep["targets"]] == ["gen", "sft"]
 
 
@@ -279,3 +287,11 @@ def test_parts_of_an_earlier_run_are_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "bench_gpu", lambda *a, **k: {"skipped": "second run"})
     third = bench.run("smoke", ["gpu"], out=tmp_path)
     assert third["parts"]["gpu"]["skipped"] == "second run" and "reproduce" in third["parts"]
+
+
+def test_parts_of_an_older_report_layout_are_not_kept(tmp_path, monkeypatch):
+    (tmp_path / "bench.json").write_text(json.dumps({"schema": bench.SCHEMA - 1, "created": "old",
+                                                     "parts": {"gen": {"ratios": {}}}}))
+    monkeypatch.setattr(bench, "bench_gpu", lambda *a, **k: {"skipped": "now"})
+    rep = bench.run("smoke", ["gpu"], out=tmp_path)
+    assert "gen" not in rep["parts"] and rep["schema"] == bench.SCHEMA

@@ -23,26 +23,65 @@ def test_batched_equals_one_at_a_time(tiny, tmp_path):
     m, tok = tiny
     items = _items(tok)
     batched = generate.generate_predictions(m, tok, items, tmp_path / "p.jsonl", max_new_tokens=12,
-                                            batch_size=4, progress=False, autocast=False)
+                                            batch_size=4, progress=False, bf16=False)
     single = [generate.generate_batch(m, tok, [it["prompt"]], max_new_tokens=12)[0] for it in items]
     assert [b["prediction"] for b in batched] == [s["prediction"] for s in single]
     assert [b["id"] for b in batched] == [it["id"] for it in items]
+
+
+def test_shared_prefix_is_computed_once_and_changes_nothing(tiny):
+    m, tok = tiny
+    head = "Answer the question based on the context below, and only return the answer.\n"
+    prompts = [it["prompt"].replace("<|im_start|>user\n", "<|im_start|>user\n" + head) for it in _items(tok)]
+    rows = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    k = generate.shared_prefix_len(rows)
+    assert k >= len(tok(head, add_special_tokens=False)["input_ids"])
+    assert all(r[:k] == rows[0][:k] for r in rows) and len({r[k] for r in rows if len(r) > k}) > 1
+    calls = []
+    hook = m.register_forward_pre_hook(lambda mod, args, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
+    try:
+        shared = generate.generate_batch(m, tok, prompts, max_new_tokens=10, share_prefix=True)
+    finally:
+        hook.remove()
+    assert calls[0] == (1, k)  # the prefix, once, for the whole batch
+    assert calls[1] == (len(prompts), max(len(r) for r in rows) - k)  # then only each prompt's own tokens
+    plain = generate.generate_batch(m, tok, prompts, max_new_tokens=10, share_prefix=False)
+    single = [generate.generate_batch(m, tok, [p], max_new_tokens=10)[0] for p in prompts]
+    assert shared == plain == single
+
+
+def test_shared_prefix_len_leaves_every_row_a_token():
+    assert generate.shared_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2
+    assert generate.shared_prefix_len([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert generate.shared_prefix_len([[7], [7, 8]]) == 0
+    assert generate.shared_prefix_len([]) == 0
+
+
+def test_low_precision_copy_leaves_the_model_alone(tiny):
+    import torch
+
+    m, _ = tiny
+    lp = generate.low_precision(m)
+    assert next(m.parameters()).dtype == torch.float32
+    want = models.device_settings("cpu")["autocast_dtype"]
+    assert next(lp.parameters()).dtype == (want or torch.float32)
+    assert (lp is m) == (want is None)
 
 
 def test_resumes_and_regenerates_changed_prompts(tiny, tmp_path):
     m, tok = tiny
     items = _items(tok)
     out = tmp_path / "p.jsonl"
-    generate.generate_predictions(m, tok, items[:3], out, max_new_tokens=8, progress=False, autocast=False)
+    generate.generate_predictions(m, tok, items[:3], out, max_new_tokens=8, progress=False, bf16=False)
     first = out.read_text().splitlines()
     # a torn last line (killed mid-write) is regenerated, not fatal
     out.write_text("\n".join(first) + '\n{"id": "q9", "predic')
-    res = generate.generate_predictions(m, tok, items, out, max_new_tokens=8, progress=False, autocast=False)
+    res = generate.generate_predictions(m, tok, items, out, max_new_tokens=8, progress=False, bf16=False)
     assert len(res) == 6
     lines = [json.loads(x) for x in out.read_text().splitlines()[:3]]
     assert lines == [json.loads(x) for x in first]  # kept, not recomputed
     changed = [dict(items[0], prompt=items[0]["prompt"] + "x")] + items[1:]
-    generate.generate_predictions(m, tok, changed, out, max_new_tokens=8, progress=False, autocast=False)
+    generate.generate_predictions(m, tok, changed, out, max_new_tokens=8, progress=False, bf16=False)
     recs = generate.read_predictions(out)
     assert recs["q0"]["prompt_hash"] == generate.prompt_hash(changed[0]["prompt"])
 

@@ -5,12 +5,15 @@ ratio of such a pair (or a wall-clock budget), so the report means the same on a
 on a workstation. Four parts (``--parts``):
 
 ``gen``        Evaluation generation. The project's evaluation (:func:`helpers.generate.
-               generate_predictions`: length-sorted left-padded batches, bf16 autocast where
-               the CPU or GPU has it) vs. the original study's way (one item at a time, one
-               ``generate`` call per item, the model's own dtype), on the same student, the same
-               test prompts and the same ``max_new_tokens``. Also the project's batching
-               without autocast, to tell how many greedy outputs differ because of batching
-               and how many because of bf16 numerics. Target: >= 5x in both items/s and tokens/s.
+               generate_predictions`: length-sorted batches, the prompts' shared prefix computed
+               once, a bf16 copy of the model where the CPU has native bf16) vs. the original
+               study's way (one item at a time, one ``generate`` call per item, the model's own
+               dtype), on the same student, the same test prompts and the same
+               ``max_new_tokens``; for two students: the untrained base model (short answers)
+               and a trace student (fine-tuned on correct traces: long outputs, what most
+               evaluation runs generate). Also the project's batching in fp32, to tell how
+               many greedy outputs differ because of batching and how many because of bf16.
+               Target: >= 5x in items/s and tokens/s, for both students.
 ``sft``        Fine-tuning. Non-padding training tokens/s of the project's SFT
                (:func:`helpers.sft.build_trainer`) vs. a plain ``transformers.Trainer`` with
                default arguments (fp32, random order, every batch padded to its longest
@@ -54,6 +57,8 @@ from typing import Any, Mapping, Sequence
 from . import config, paths
 
 PARTS = ("gen", "sft", "reproduce", "gpu")
+# The report's layout version: parts kept from an earlier bench.json must have this one.
+SCHEMA = 2
 
 # Sizes per profile. quick: the 64 test prompts and 12 optimizer steps the README quotes;
 # smoke: seconds overall (the tests run it).
@@ -225,10 +230,16 @@ def gen_items(cfg: Mapping[str, Any], model_name: str, tok, n: int) -> list[dict
 
 
 # =============================================================================== part 1: generation
+# The students the generation part measures. ``untrained``: the base model (its answers are
+# a sentence or two); ``trace``: the base model fine-tuned on correct traces by the project's
+# SFT, merged: it writes a trace and an answer, as 9 of the quick evaluation's 15 runs do.
+GEN_STUDENTS = ("untrained", "trace")
+
+
 def one_at_a_time(model, tok, prompts: Sequence[str], max_new_tokens: int) -> list[dict[str, Any]]:
     """The original study's evaluation loop: one prompt, one ``generate`` call, no batching,
-    no autocast. Continuations are cut after the first EOS (counted as a generated token), as
-    the project's generation does."""
+    the model's own dtype. Continuations are cut after the first EOS (counted as a generated
+    token), as the project's generation does."""
     import torch
 
     device = next(model.parameters()).device
@@ -256,79 +267,137 @@ def _agreement(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], i
     return {"n": len(ids), "identical": len(ids) - len(diff), "differ": len(diff), "differ_ids": diff}
 
 
+def trace_student(cfg: Mapping[str, Any], sizes: Mapping[str, Any], name: str, work: Path):
+    """The ``trace`` student: ``sizes["sft_steps"]`` steps of the project's SFT on correct
+    traces (the fine-tuning part's examples and settings), the adapter merged into the base
+    weights as the evaluation loads a run. Returns ``(model, tok, info)``."""
+    from . import models, sft
+
+    seed = int(cfg["seeds"][0])
+    steps = int(sizes["sft_steps"])
+    n = steps * int(cfg["batch_size"]) * int(cfg["grad_accum"])
+    tok = models.load_tokenizer(name)
+    train, _ = sft_examples(cfg, name, tok, "train", n)
+    run_cfg = dict(cfg, max_steps=steps)
+    config.seed_everything(seed)
+    model, tok = sft.load_for_training(run_cfg, name)
+    trainer = sft.build_trainer(run_cfg, model, tok, [dict(e) for e in train], work / "gen_student",
+                                seed=seed, max_steps=steps, progress=False, save_strategy="no")
+    with Stopwatch() as sw:
+        trainer.train()
+    losses = loss_curve(trainer.state.log_history)
+    model = model.merge_and_unload()
+    models.align_special_tokens(model, tok)
+    model.config.use_cache = True
+    model.eval()
+    del trainer
+    gc.collect()
+    return model, tok, {"condition": SFT_CONDITION, "steps": steps, "examples": len(train),
+                        "train_seconds": sw.record()["seconds"],
+                        "loss_first": _r(losses[0], 4) if losses else None,
+                        "loss_last": _r(losses[-1], 4) if losses else None}
+
+
+def gen_one_student(model, tok, items: Sequence[Mapping[str, str]], *, max_new_tokens: int, batch_size: int,
+                    work: Path, key: str, progress: bool = False) -> dict[str, Any]:
+    """One student, three ways, same prompts and budget: one ``generate`` per item (the
+    baseline), the project's evaluation (:func:`helpers.generate.generate_predictions`:
+    length-sorted batches, shared prompt prefix computed once, bf16 copy where the CPU has
+    native bf16), and the project's batching in the model's own dtype (``project_fp32``: what
+    batching alone changes in the greedy outputs)."""
+    from .generate import generate_batch, generate_predictions, low_precision
+
+    ids = [it["id"] for it in items]
+    prompts = [it["prompt"] for it in items]
+    # warm-up: first calls allocate and pick kernels; no side should pay for it
+    one_at_a_time(model, tok, prompts[:1], 2)
+    generate_batch(model, tok, prompts[:2], max_new_tokens=2)
+    generate_batch(low_precision(model), tok, prompts[:2], max_new_tokens=2)
+    gc.collect()
+
+    with Stopwatch() as sw_b:
+        base = one_at_a_time(model, tok, prompts, max_new_tokens)
+    recs, sws = {}, {}
+    for side, bf16 in (("project", True), ("project_fp32", False)):
+        out = work / f"gen_{key}_{side}.jsonl"
+        out.unlink(missing_ok=True)
+        with Stopwatch() as sws[side]:
+            recs[side] = generate_predictions(model, tok, items, out, max_new_tokens=max_new_tokens,
+                                              batch_size=batch_size, progress=progress,
+                                              desc=f"bench {key} {side}", bf16=bf16)
+    n = len(items)
+    b = _throughput(n, sum(r["n_new_tokens"] for r in base), sw_b)
+    b.update(batch_size=1, dtype=str(next(model.parameters()).dtype).replace("torch.", ""), shared_prefix=False)
+    res: dict[str, Any] = {"baseline": b}
+    lp = str(next(low_precision(model).parameters()).dtype).replace("torch.", "")
+    for side in ("project", "project_fp32"):
+        r = _throughput(n, sum(x["n_new_tokens"] for x in recs[side]), sws[side])
+        r.update(batch_size=batch_size, dtype=lp if side == "project" else b["dtype"], shared_prefix=True)
+        res[side] = r
+    p, q = res["project"], res["project_fp32"]
+    res["ratios"] = {"items_per_s": _r(_ratio(p["items_per_s"], b["items_per_s"]), 3),
+                     "tokens_per_s": _r(_ratio(p["tokens_per_s"], b["tokens_per_s"]), 3),
+                     "fp32_items_per_s": _r(_ratio(q["items_per_s"], b["items_per_s"]), 3)}
+    res["generated_tokens_mean"] = _r(b["generated_tokens"] / n, 1)
+    res["finished_share"] = _r(sum(x["finished"] for x in base) / n, 3)
+    res["contention"] = contention_note(b, p, q)
+    res["agreement"] = {"project_vs_one_at_a_time": _agreement(recs["project"], base, ids),
+                        "project_fp32_vs_one_at_a_time": _agreement(recs["project_fp32"], base, ids)}
+    return res
+
+
 def bench_gen(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path, progress: bool = False) -> dict[str, Any]:
-    """Part 1: the project's batched evaluation vs. one ``generate`` per item."""
+    """Part 1: the project's batched evaluation vs. one ``generate`` per item, for each of
+    :data:`GEN_STUDENTS`."""
     import torch
 
     from . import models
-    from .generate import generate_batch, generate_predictions
 
     name = cfg["models"][0]
     n = int(sizes["gen_prompts"])
     mnt = int(cfg["max_new_tokens"])
     bs = int(cfg["eval_batch_size"])
     tok = models.load_tokenizer(name)
-    model = models.load_model(name, method="full" if cfg["method"] == "full" else "lora", tokenizer=tok)
-    model.eval()
     items = gen_items(cfg, name, tok, n)
-    ids = [it["id"] for it in items]
-    prompts = [it["prompt"] for it in items]
-    n_prompt_tokens = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    ac = models.device_settings(str(next(model.parameters()).device))["autocast_dtype"]
+    n_prompt_tokens = [len(tok(it["prompt"], add_special_tokens=False)["input_ids"]) for it in items]
+    from .generate import shared_prefix_len
 
-    # warm-up: first calls allocate and pick kernels; neither side should pay for it
-    one_at_a_time(model, tok, prompts[:1], 2)
-    generate_batch(model, tok, prompts[:2], max_new_tokens=2, autocast_dtype=ac)
-
-    with Stopwatch() as sw_b:
-        base = one_at_a_time(model, tok, prompts, mnt)
-
-    runs: dict[str, Any] = {}
-    for key, autocast in (("project", True), ("project_no_autocast", False)):
-        out = work / f"gen_{key}.jsonl"
-        out.unlink(missing_ok=True)
-        with Stopwatch() as sw:
-            recs = generate_predictions(model, tok, items, out, max_new_tokens=mnt, batch_size=bs,
-                                        progress=progress, desc=f"bench {key}", autocast=autocast)
-        runs[key] = (recs, sw)
-
-    b = _throughput(n, sum(r["n_new_tokens"] for r in base), sw_b)
-    p_recs, sw_p = runs["project"]
-    q_recs, sw_q = runs["project_no_autocast"]
-    p = _throughput(n, sum(r["n_new_tokens"] for r in p_recs), sw_p)
-    q = _throughput(n, sum(r["n_new_tokens"] for r in q_recs), sw_q)
-    p.update(batch_size=bs, autocast_dtype=str(ac).replace("torch.", "") if ac is not None else None)
-    q.update(batch_size=bs, autocast_dtype=None)
-    b.update(batch_size=1, autocast_dtype=None)
-    ratios = {"items_per_s": _r(_ratio(p["items_per_s"], b["items_per_s"]), 3),
-              "tokens_per_s": _r(_ratio(p["tokens_per_s"], b["tokens_per_s"]), 3),
-              "no_autocast_tokens_per_s": _r(_ratio(q["tokens_per_s"], b["tokens_per_s"]), 3)}
-    worst = None if None in (ratios["items_per_s"], ratios["tokens_per_s"]) else min(ratios["items_per_s"], ratios["tokens_per_s"])
-    res = {
+    shared = shared_prefix_len([tok(it["prompt"], add_special_tokens=False)["input_ids"] for it in items])
+    students: dict[str, Any] = {}
+    for key in GEN_STUDENTS:
+        if key == "untrained":
+            model = models.load_model(name, method="full" if cfg["method"] == "full" else "lora", tokenizer=tok)
+            model.config.use_cache = True
+            model.eval()
+            info: dict[str, Any] = {"condition": "untrained"}
+            stok = tok
+        else:
+            model, stok, info = trace_student(cfg, sizes, name, work)
+        students[key] = {"student": info, **gen_one_student(model, stok, items, max_new_tokens=mnt, batch_size=bs,
+                                                            work=work, key=key, progress=progress)}
+        device, dtype = str(next(model.parameters()).device), str(next(model.parameters()).dtype)
+        del model
+        gc.collect()
+    vals = [v for s in students.values() for v in (s["ratios"]["items_per_s"], s["ratios"]["tokens_per_s"])]
+    worst = None if not vals or None in vals else min(vals)
+    return {
         "settings": {"model": name, "n_prompts": n, "max_new_tokens": mnt, "eval_batch_size": bs,
                      "prompts": "test split, round-robin over the datasets, helpers.traces.build_test + "
                                 "helpers.chat.render_prompt (as the evaluation renders them)",
                      "datasets": list(cfg["datasets"]),
                      "prompt_tokens_mean": _r(sum(n_prompt_tokens) / n, 1),
-                     "prompt_tokens_max": max(n_prompt_tokens), "torch_threads": torch.get_num_threads(),
-                     "device": str(next(model.parameters()).device),
-                     "model_dtype": str(next(model.parameters()).dtype).replace("torch.", "")},
-        "baseline": b, "project": p, "project_no_autocast": q, "ratios": ratios,
-        "contention": contention_note(b, p, q),
-        "agreement": {
-            "project_vs_one_at_a_time": _agreement(p_recs, base, ids),
-            "project_no_autocast_vs_one_at_a_time": _agreement(q_recs, base, ids),
-            "note": "greedy outputs compared as decoded strings; 'project' runs bf16 autocast where the "
-                    "hardware has it, so differences there come from bf16 numerics; "
-                    "'project_no_autocast' isolates batching (left padding) in the model's own dtype",
-        },
-        "target": {"metric": "items/s and generated tokens/s, project / one-at-a-time (the smaller)",
+                     "prompt_tokens_max": max(n_prompt_tokens), "shared_prefix_tokens": shared,
+                     "torch_threads": torch.get_num_threads(), "device": device,
+                     "model_dtype": dtype.replace("torch.", "")},
+        "students": students,
+        "agreement_note": "greedy outputs compared as decoded strings with one-at-a-time greedy in the model's own "
+                          "dtype; 'project' generates with a bf16 copy where the CPU has native bf16, so differences "
+                          "there come from bf16 numerics; 'project_fp32' is the same batching and shared prefix in "
+                          "the model's own dtype",
+        "target": {"metric": "items/s and generated tokens/s, project / one-at-a-time (the smallest over students)",
                    "min_ratio": TARGETS["gen_ratio"], "value": worst,
                    "met": worst is not None and worst >= TARGETS["gen_ratio"]},
     }
-    del model
-    gc.collect()
-    return res
 
 
 # =============================================================================== part 2: fine-tuning
@@ -1179,21 +1248,31 @@ def render_md(rep: Mapping[str, Any]) -> str:
         if name == "gen":
             s = p["settings"]
             L += [f"{s['n_prompts']} test prompts ({', '.join(s['datasets'])}; mean {s['prompt_tokens_mean']} / max "
-                  f"{s['prompt_tokens_max']} prompt tokens), student `{s['model']}` ({s['model_dtype']} on {s['device']}), "
-                  f"greedy, max_new_tokens {s['max_new_tokens']}.", ""]
-            L += _table(["way", "batch", "autocast", "items", "gen. tokens", "seconds", "items/s", "tokens/s",
-                         "others' CPU"],
-                        [[k, p[k]["batch_size"], p[k]["autocast_dtype"] or "none", p[k]["items"], p[k]["generated_tokens"],
-                          p[k]["seconds"], p[k]["items_per_s"], p[k]["tokens_per_s"], p[k].get("others_cpu_frac")]
-                         for k in ("baseline", "project", "project_no_autocast")])
-            r = p["ratios"]
-            a = p["agreement"]
-            L += [f"Ratios: items/s **{_fmt(r['items_per_s'])}x**, generated tokens/s **{_fmt(r['tokens_per_s'])}x** "
-                  f"(without autocast {_fmt(r['no_autocast_tokens_per_s'])}x).", "",
-                  f"Greedy agreement with one-at-a-time: project {a['project_vs_one_at_a_time']['identical']}/"
-                  f"{a['project_vs_one_at_a_time']['n']} identical; batched without autocast "
-                  f"{a['project_no_autocast_vs_one_at_a_time']['identical']}/{a['project_no_autocast_vs_one_at_a_time']['n']} "
-                  f"identical. {a['note']}.", ""]
+                  f"{s['prompt_tokens_max']} prompt tokens, of which {s['shared_prefix_tokens']} are shared by all), "
+                  f"student `{s['model']}` ({s['model_dtype']} on {s['device']}), greedy, max_new_tokens "
+                  f"{s['max_new_tokens']}, evaluation batch {s['eval_batch_size']}.", ""]
+            for key, st in p["students"].items():
+                info = st["student"]
+                what = ("the base model" if key == "untrained" else
+                        f"fine-tuned on `{info['condition']}` traces, {info['steps']} steps of the project's SFT "
+                        f"({info['train_seconds']} s, loss {info['loss_first']} -> {info['loss_last']}), merged")
+                L += [f"### Student `{key}`: {what}", "",
+                      f"Mean {st['generated_tokens_mean']} generated tokens per item (one-at-a-time), "
+                      f"{st['finished_share']:.0%} stopped at EOS.", ""]
+                if st.get("contention"):
+                    L += [f"**Shared machine**: {st['contention']}.", ""]
+                L += _table(["way", "batch", "dtype", "shared prefix", "items", "gen. tokens", "seconds", "items/s",
+                             "tokens/s", "others' CPU"],
+                            [[k, st[k]["batch_size"], st[k]["dtype"], st[k]["shared_prefix"], st[k]["items"],
+                              st[k]["generated_tokens"], st[k]["seconds"], st[k]["items_per_s"], st[k]["tokens_per_s"],
+                              st[k].get("others_cpu_frac")] for k in ("baseline", "project", "project_fp32")])
+                r, a = st["ratios"], st["agreement"]
+                L += [f"Ratios: items/s **{_fmt(r['items_per_s'])}x**, generated tokens/s **{_fmt(r['tokens_per_s'])}x** "
+                      f"(fp32 batches: items/s {_fmt(r['fp32_items_per_s'])}x).", "",
+                      f"Greedy agreement with one-at-a-time: project {a['project_vs_one_at_a_time']['identical']}/"
+                      f"{a['project_vs_one_at_a_time']['n']} identical; project_fp32 "
+                      f"{a['project_fp32_vs_one_at_a_time']['identical']}/{a['project_fp32_vs_one_at_a_time']['n']}.", ""]
+            L += [f"Agreement: {p['agreement_note']}.", ""]
         elif name == "sft":
             s = p["settings"]
             L += [f"`{s['model']}`, condition `{s['condition']}`, {s['examples']} examples (mean {s['example_tokens_mean']}, "
@@ -1307,7 +1386,7 @@ def run(profile: str, parts: Sequence[str] | None = None, out: Path | None = Non
         set_threads()
     except ImportError:
         pass
-    rep: dict[str, Any] = {"profile": profile, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    rep: dict[str, Any] = {"schema": SCHEMA, "profile": profile, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                            "command": " ".join([Path(sys.executable).name, "-m", "helpers.bench", *sys.argv[1:]]),
                            "parts_requested": parts, "sizes": sizes, "targets_definition": TARGETS,
                            "machine": machine_info(), "environment": config.environment_info(),
@@ -1318,7 +1397,8 @@ def run(profile: str, parts: Sequence[str] | None = None, out: Path | None = Non
             prev = json.loads(earlier.read_text())
         except (OSError, json.JSONDecodeError):
             prev = {}
-        for name, res in prev.get("parts", {}).items():
+        kept = prev.get("parts", {}) if prev.get("schema") == SCHEMA else {}
+        for name, res in kept.items():
             if name in PARTS and name not in parts:
                 rep["parts"][name] = dict(res, measured_in_earlier_run=res.get("measured_in_earlier_run")
                                           or prev.get("created"))
