@@ -56,6 +56,7 @@ def test_generation_part_is_consistent(smoke_report):
         assert _close(st["ratios"]["items_per_s"], st["project"]["items_per_s"] / st["baseline"]["items_per_s"])
         for a in st["agreement"].values():
             assert a["n"] == n and a["identical"] + a["differ"] == n and len(a["differ_ids"]) == a["differ"]
+            assert 0 <= a["answer_differs"] <= a["differ"]
         # batching with the shared prefix, in the model's own dtype, must not change greedy outputs
         assert st["agreement"]["project_fp32_vs_one_at_a_time"]["differ"] == 0, key
         ratios += [st["ratios"]["items_per_s"], st["ratios"]["tokens_per_s"]]

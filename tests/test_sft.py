@@ -221,6 +221,10 @@ def test_load_trained_merges_and_stops(study):
     assert tok.padding_side == "left"
     assert model.generation_config.eos_token_id == tok.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
     assert model.generation_config.pad_token_id == tok.pad_token_id != tok.eos_token_id
+    ds = models.device_settings()
+    assert model.config._attn_implementation == ds["attn_implementation"]  # generation: SDPA
+    trainable, _ = sft.load_for_training(cfg, "tiny")
+    assert trainable.get_base_model().config._attn_implementation == ds["train_attn_implementation"]
     base, _ = sft.load_trained(paths.run_dir(cfg["profile"], "babi", "tiny", "untrained", 0))
     diff = [not torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values())]
     assert any(diff), "the merged model differs from the base"

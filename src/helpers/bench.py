@@ -263,8 +263,15 @@ def _throughput(n_items: int, n_tokens: int, sw: Stopwatch) -> dict[str, Any]:
 
 
 def _agreement(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], ids: Sequence[str]) -> dict[str, Any]:
+    """How many greedy outputs differ as text, and how many of those in the answer itself
+    (the original's answer extraction: what answer scoring reads)."""
+    from .scoring import extract_answer_compat
+
     diff = [i for i, x, y in zip(ids, a, b) if x["prediction"] != y["prediction"]]
-    return {"n": len(ids), "identical": len(ids) - len(diff), "differ": len(diff), "differ_ids": diff}
+    ans = [i for i, x, y in zip(ids, a, b)
+           if extract_answer_compat(x["prediction"]) != extract_answer_compat(y["prediction"])]
+    return {"n": len(ids), "identical": len(ids) - len(diff), "differ": len(diff), "differ_ids": diff,
+            "answer_differs": len(ans)}
 
 
 def trace_student(cfg: Mapping[str, Any], sizes: Mapping[str, Any], name: str, work: Path):
@@ -1269,9 +1276,11 @@ def render_md(rep: Mapping[str, Any]) -> str:
                 r, a = st["ratios"], st["agreement"]
                 L += [f"Ratios: items/s **{_fmt(r['items_per_s'])}x**, generated tokens/s **{_fmt(r['tokens_per_s'])}x** "
                       f"(fp32 batches: items/s {_fmt(r['fp32_items_per_s'])}x).", "",
-                      f"Greedy agreement with one-at-a-time: project {a['project_vs_one_at_a_time']['identical']}/"
-                      f"{a['project_vs_one_at_a_time']['n']} identical; project_fp32 "
-                      f"{a['project_fp32_vs_one_at_a_time']['identical']}/{a['project_fp32_vs_one_at_a_time']['n']}.", ""]
+                      "Greedy agreement with one-at-a-time: " + "; ".join(
+                          f"{side} {x['identical']}/{x['n']} identical ({x.get('answer_differs', 'n/a')} with a "
+                          f"different answer)" for side, x in (("project", a["project_vs_one_at_a_time"]),
+                                                               ("project_fp32", a["project_fp32_vs_one_at_a_time"])))
+                      + ".", ""]
             L += [f"Agreement: {p['agreement_note']}.", ""]
         elif name == "sft":
             s = p["settings"]

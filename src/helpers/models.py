@@ -58,7 +58,10 @@ def device_settings(device: str | None = None) -> dict[str, Any]:
     """dtype / attention / autocast choices for this machine.
 
     CUDA: weights in bf16 where supported (else fp16), SDPA attention (no flash-attention
-    requirement). CPU: fp32 weights with bf16 autocast when the CPU has native bf16.
+    requirement). CPU: fp32 weights with bf16 autocast when the CPU has native bf16; SDPA
+    for generation, but plain ("eager") attention for training, whose backward measured
+    about 6% faster per LoRA step of SmolLM2-135M at the study's lengths (~300 tokens) than
+    the CPU flash-attention kernel's (``train_attn_implementation``).
     """
     import torch
 
@@ -67,11 +70,13 @@ def device_settings(device: str | None = None) -> dict[str, Any]:
     if device.startswith("cuda"):
         bf16 = torch.cuda.is_bf16_supported()
         dt = torch.bfloat16 if bf16 else torch.float16
-        return {"device": device, "dtype": dt, "autocast_dtype": dt, "attn_implementation": "sdpa"}
+        return {"device": device, "dtype": dt, "autocast_dtype": dt, "attn_implementation": "sdpa",
+                "train_attn_implementation": "sdpa"}
     cpu_bf16 = bool(getattr(torch.backends, "mkldnn", None) and torch.backends.mkldnn.is_available()
                     and getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
     return {"device": "cpu", "dtype": torch.float32,
-            "autocast_dtype": torch.bfloat16 if cpu_bf16 else None, "attn_implementation": "sdpa"}
+            "autocast_dtype": torch.bfloat16 if cpu_bf16 else None, "attn_implementation": "sdpa",
+            "train_attn_implementation": "eager"}
 
 
 # --------------------------------------------------------------------------------------

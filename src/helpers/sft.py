@@ -289,11 +289,15 @@ def load_for_training(cfg: Mapping[str, Any], model_name: str, init_adapter: str
     if method == "full":
         src = str(init_adapter) if init_adapter is not None else model_name
         model = models.load_model(src, method="full", tokenizer=tok)
+        if ds["train_attn_implementation"] != ds["attn_implementation"]:
+            model.set_attn_implementation(ds["train_attn_implementation"])
         models.align_special_tokens(model, tok)
     else:
         from peft import LoraConfig, PeftModel, get_peft_model
 
         model = models.load_model(model_name, method=method, tokenizer=tok)
+        if ds["train_attn_implementation"] != ds["attn_implementation"]:
+            model.set_attn_implementation(ds["train_attn_implementation"])
         if method == "qlora":
             from peft import prepare_model_for_kbit_training
 
