@@ -317,9 +317,12 @@ def gen_one_student(model, tok, items: Sequence[Mapping[str, str]], *, max_new_t
     ids = [it["id"] for it in items]
     prompts = [it["prompt"] for it in items]
     # warm-up: first calls allocate and pick kernels; no side should pay for it
+    lp_model = low_precision(model)
+    lp = str(next(lp_model.parameters()).dtype).replace("torch.", "")
     one_at_a_time(model, tok, prompts[:1], 2)
     generate_batch(model, tok, prompts[:2], max_new_tokens=2)
-    generate_batch(low_precision(model), tok, prompts[:2], max_new_tokens=2)
+    generate_batch(lp_model, tok, prompts[:2], max_new_tokens=2)
+    del lp_model
     gc.collect()
 
     with Stopwatch() as sw_b:
@@ -336,7 +339,6 @@ def gen_one_student(model, tok, items: Sequence[Mapping[str, str]], *, max_new_t
     b = _throughput(n, sum(r["n_new_tokens"] for r in base), sw_b)
     b.update(batch_size=1, dtype=str(next(model.parameters()).dtype).replace("torch.", ""), shared_prefix=False)
     res: dict[str, Any] = {"baseline": b}
-    lp = str(next(low_precision(model).parameters()).dtype).replace("torch.", "")
     for side in ("project", "project_fp32"):
         r = _throughput(n, sum(x["n_new_tokens"] for x in recs[side]), sws[side])
         r.update(batch_size=batch_size, dtype=lp if side == "project" else b["dtype"], shared_prefix=True)
@@ -359,6 +361,7 @@ def bench_gen(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path, prog
     import torch
 
     from . import models
+    from .generate import shared_prefix_len
 
     name = cfg["models"][0]
     n = int(sizes["gen_prompts"])
@@ -366,10 +369,9 @@ def bench_gen(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path, prog
     bs = int(cfg["eval_batch_size"])
     tok = models.load_tokenizer(name)
     items = gen_items(cfg, name, tok, n)
-    n_prompt_tokens = [len(tok(it["prompt"], add_special_tokens=False)["input_ids"]) for it in items]
-    from .generate import shared_prefix_len
-
-    shared = shared_prefix_len([tok(it["prompt"], add_special_tokens=False)["input_ids"] for it in items])
+    rows = [tok(it["prompt"], add_special_tokens=False)["input_ids"] for it in items]
+    n_prompt_tokens = [len(r) for r in rows]
+    shared = shared_prefix_len(rows)
     students: dict[str, Any] = {}
     for key in GEN_STUDENTS:
         if key == "untrained":

@@ -69,7 +69,7 @@ def shared_prefix_len(rows: Sequence[Sequence[int]]) -> int:
     first = rows[0]
     while k < limit and all(r[k] == first[k] for r in rows):
         k += 1
-    return max(k, 0)
+    return k
 
 
 def low_precision(model):
@@ -113,10 +113,17 @@ def generate_batch(model, tok, prompts: Sequence[str], *, max_new_tokens: int,
     alone). ``share_prefix=False`` (or a shared prefix under ``min_prefix`` tokens) gives a
     plain left-padded batch.
     """
+    return generate_rows(model, tok, [tok(p, add_special_tokens=False)["input_ids"] for p in prompts],
+                         max_new_tokens=max_new_tokens, share_prefix=share_prefix, min_prefix=min_prefix)
+
+
+def generate_rows(model, tok, rows: Sequence[Sequence[int]], *, max_new_tokens: int,
+                  share_prefix: bool = True, min_prefix: int = 8) -> list[dict[str, Any]]:
+    """:func:`generate_batch` for prompts already tokenised (``rows``: token ids)."""
     import torch
 
     device = next(model.parameters()).device
-    rows = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    rows = [list(r) for r in rows]
     k = shared_prefix_len(rows) if share_prefix and len(rows) > 1 else 0
     if k < min_prefix:
         k = 0
@@ -152,8 +159,9 @@ def generate_predictions(model, tok, items: Iterable[Mapping[str, str]], out_pat
 
     Items are batched longest-first (similar lengths share a batch: little padding, and
     the memory peak comes first). ``bf16``: generate with :func:`low_precision` (a bf16
-    copy on CPUs with native bf16); ``share_prefix``: see :func:`generate_batch`. Records: id, prediction, prompt_hash, max_new_tokens,
-    n_new_tokens, finished (EOS reached), seconds (the batch's wall time / batch size).
+    copy on CPUs with native bf16); ``share_prefix``: see :func:`generate_batch`. Records:
+    id, prediction, prompt_hash, max_new_tokens, n_new_tokens, finished (EOS reached),
+    seconds (the batch's wall time / batch size).
     """
     import torch
     from tqdm.auto import tqdm
@@ -172,17 +180,18 @@ def generate_predictions(model, tok, items: Iterable[Mapping[str, str]], out_pat
     if todo:
         if os.environ.get("OMP_NUM_THREADS") is None and not torch.cuda.is_available():
             torch.set_num_threads(os.cpu_count() or 1)
-        lengths = [len(tok(it["prompt"], add_special_tokens=False)["input_ids"]) for it in todo]
-        order = sorted(range(len(todo)), key=lambda i: -lengths[i])
+        rows = [tok(it["prompt"], add_special_tokens=False)["input_ids"] for it in todo]
+        order = sorted(range(len(todo)), key=lambda i: -len(rows[i]))
         gen_model = low_precision(model) if bf16 else model
         gen_model.eval()
         bar = tqdm(total=len(todo), desc=desc, disable=not progress)
         with open(out_path, "a") as f:
             for s in range(0, len(order), batch_size):
-                batch = [todo[i] for i in order[s:s + batch_size]]
+                idx = order[s:s + batch_size]
+                batch = [todo[i] for i in idx]
                 t0 = time.perf_counter()
-                res = generate_batch(gen_model, tok, [b["prompt"] for b in batch],
-                                     max_new_tokens=max_new_tokens, share_prefix=share_prefix)
+                res = generate_rows(gen_model, tok, [rows[i] for i in idx],
+                                    max_new_tokens=max_new_tokens, share_prefix=share_prefix)
                 dt = (time.perf_counter() - t0) / len(batch)
                 for it, r in zip(batch, res):
                     rec = {"id": it["id"], **r, "prompt_hash": prompt_hash(it["prompt"]),

@@ -308,14 +308,17 @@ def load_tokenizer(name: str, padding_side: str = "right"):
     return tok
 
 
-def load_model(name: str, *, method: str = "lora", device: str | None = None, tokenizer=None):
+def load_model(name: str, *, method: str = "lora", device: str | None = None, tokenizer=None,
+               training: bool = False):
     """The base model for ``method`` (lora / full: plain weights; qlora: 4-bit NF4 with double
-    quantisation and bf16 compute, CUDA only), with EOS / pad aligned to the tokenizer."""
+    quantisation and bf16 compute, CUDA only), with EOS / pad aligned to the tokenizer.
+    ``training`` picks the device's attention for training instead of for generation."""
     import torch
     from transformers import AutoModelForCausalLM
 
     ds = device_settings(device)
-    kwargs: dict[str, Any] = {"dtype": ds["dtype"], "attn_implementation": ds["attn_implementation"]}
+    attn = ds["train_attn_implementation"] if training else ds["attn_implementation"]
+    kwargs: dict[str, Any] = {"dtype": ds["dtype"], "attn_implementation": attn}
     if method == "qlora":
         if ds["device"] == "cpu":
             raise RuntimeError("method='qlora' needs a CUDA GPU (bitsandbytes 4-bit); use method='lora' on CPU")

@@ -288,16 +288,12 @@ def load_for_training(cfg: Mapping[str, Any], model_name: str, init_adapter: str
     gc = bool(cfg.get("gradient_checkpointing")) and ds["device"] != "cpu"
     if method == "full":
         src = str(init_adapter) if init_adapter is not None else model_name
-        model = models.load_model(src, method="full", tokenizer=tok)
-        if ds["train_attn_implementation"] != ds["attn_implementation"]:
-            model.set_attn_implementation(ds["train_attn_implementation"])
+        model = models.load_model(src, method="full", tokenizer=tok, training=True)
         models.align_special_tokens(model, tok)
     else:
         from peft import LoraConfig, PeftModel, get_peft_model
 
-        model = models.load_model(model_name, method=method, tokenizer=tok)
-        if ds["train_attn_implementation"] != ds["attn_implementation"]:
-            model.set_attn_implementation(ds["train_attn_implementation"])
+        model = models.load_model(model_name, method=method, tokenizer=tok, training=True)
         if method == "qlora":
             from peft import prepare_model_for_kbit_training
 
