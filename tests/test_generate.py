@@ -8,8 +8,26 @@ from helpers import generate, models
 
 @pytest.fixture(scope="module")
 def tiny():
+    """The tiny model with larger random weights (seeded): its greedy outputs vary from
+    prompt to prompt (the stock init repeats one token), so a mix-up between rows shows."""
+    import torch
+
     tok = models.load_tokenizer("tiny")
-    return models.load_model("tiny", tokenizer=tok), tok
+    m = models.load_model("tiny", tokenizer=tok).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return m, tok
+
+
+def _greedy_ids(m, tok, rows, n):
+    import torch
+
+    with torch.inference_mode():
+        return [m.generate(input_ids=torch.tensor([r]), max_new_tokens=n, do_sample=False,
+                           eos_token_id=None, pad_token_id=tok.pad_token_id)[0, len(r):].tolist() for r in rows]
 
 
 def _items(tok, n=6):
@@ -48,6 +66,63 @@ def test_shared_prefix_is_computed_once_and_changes_nothing(tiny):
     plain = generate.generate_batch(m, tok, prompts, max_new_tokens=10, share_prefix=False)
     single = [generate.generate_batch(m, tok, [p], max_new_tokens=10)[0] for p in prompts]
     assert shared == plain == single
+
+
+def _stop_token(m, tok, rows, n):
+    """A token the greedy outputs reach at different steps: used as the stop token, rows
+    then finish at different times and the decoder must refill their slots."""
+    from collections import Counter
+
+    outs = _greedy_ids(m, tok, rows, n)
+    first = Counter()
+    for o in outs:
+        for t in set(o):
+            first[t] += 1
+    return max(first, key=lambda t: (len({o.index(t) for o in outs if t in o}), first[t], -t))
+
+
+def test_stream_refills_slots_and_equals_one_at_a_time(tiny):
+    m, tok = tiny
+    head = "Answer the question based on the context below, and only return the answer.\n"
+    prompts = [it["prompt"].replace("<|im_start|>user\n", "<|im_start|>user\n" + head + "Q%d: " % i)
+               for i, it in enumerate(_items(tok) + _items(tok))]
+    rows = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    stop = _stop_token(m, tok, rows, 12)
+    single = [generate.generate_rows(m, tok, [r], max_new_tokens=12, eos_token_id=stop)[0] for r in rows]
+    assert len({s["n_new_tokens"] for s in single}) >= 3 and any(s["finished"] for s in single)
+    calls = []
+    hook = m.register_forward_pre_hook(lambda mod, args, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
+    try:
+        got = list(generate.generate_stream(m, tok, rows, max_new_tokens=12, batch_size=3, refill_at=1,
+                                            eos_token_id=stop))
+    finally:
+        hook.remove()
+    assert sorted(i for i, _ in got) == list(range(len(rows)))
+    assert [dict(got)[i] for i in range(len(rows))] == single
+    k = generate.shared_prefix_len(rows)
+    assert calls[0] == (1, k)  # the shared prefix once
+    prefills = [c for c in calls[1:] if c[1] > 1]
+    assert len(prefills) > 2 and sum(c[0] for c in prefills) == len(rows)  # every row prefilled once, in groups
+    assert all(c[0] <= 3 for c in calls)  # never more rows than slots
+    # results come out as rows end, not in batch order: the first out is the shortest of the first three
+    first_three = [single[i]["n_new_tokens"] for i in range(3)]
+    assert single[got[0][0]]["n_new_tokens"] == min(first_three)
+
+
+def test_stream_without_shared_prefix_and_fallback(tiny, monkeypatch):
+    m, tok = tiny
+    rows = [tok(it["prompt"], add_special_tokens=False)["input_ids"] for it in _items(tok)]
+    stop = _stop_token(m, tok, rows, 10)
+    single = [generate.generate_rows(m, tok, [r], max_new_tokens=10, eos_token_id=stop)[0] for r in rows]
+    plain = dict(generate.generate_stream(m, tok, rows, max_new_tokens=10, batch_size=2, share_prefix=False,
+                                          eos_token_id=stop))
+    assert [plain[i] for i in range(len(rows))] == single
+    # a cache whose rows cannot be joined (e.g. sliding windows): one plain batch at a time
+    monkeypatch.setattr(generate, "_plain_layers", lambda cache: None)
+    fb = dict(generate.generate_stream(m, tok, rows, max_new_tokens=10, batch_size=4, eos_token_id=stop))
+    assert [fb[i] for i in range(len(rows))] == single
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        list(generate.generate_stream(m, tok, rows, max_new_tokens=0))
 
 
 def test_shared_prefix_len_leaves_every_row_a_token():

@@ -103,7 +103,8 @@ def _prefix_cache(model, prefix: Sequence[int], batch: int):
 
 
 def generate_batch(model, tok, prompts: Sequence[str], *, max_new_tokens: int,
-                   share_prefix: bool = True, min_prefix: int = 8) -> list[dict[str, Any]]:
+                   share_prefix: bool = True, min_prefix: int = 8,
+                   eos_token_id: int | None = None) -> list[dict[str, Any]]:
     """Greedy continuations of ``prompts`` as one batch.
 
     The token prefix all prompts share (system prompt, instruction) is run once and its KV
@@ -114,12 +115,15 @@ def generate_batch(model, tok, prompts: Sequence[str], *, max_new_tokens: int,
     plain left-padded batch.
     """
     return generate_rows(model, tok, [tok(p, add_special_tokens=False)["input_ids"] for p in prompts],
-                         max_new_tokens=max_new_tokens, share_prefix=share_prefix, min_prefix=min_prefix)
+                         max_new_tokens=max_new_tokens, share_prefix=share_prefix, min_prefix=min_prefix,
+                         eos_token_id=eos_token_id)
 
 
 def generate_rows(model, tok, rows: Sequence[Sequence[int]], *, max_new_tokens: int,
-                  share_prefix: bool = True, min_prefix: int = 8) -> list[dict[str, Any]]:
-    """:func:`generate_batch` for prompts already tokenised (``rows``: token ids)."""
+                  share_prefix: bool = True, min_prefix: int = 8,
+                  eos_token_id: int | None = None) -> list[dict[str, Any]]:
+    """:func:`generate_batch` for prompts already tokenised (``rows``: token ids).
+    ``eos_token_id``: the token that ends a row (default the tokenizer's EOS)."""
     import torch
 
     device = next(model.parameters()).device
@@ -129,25 +133,202 @@ def generate_rows(model, tok, rows: Sequence[Sequence[int]], *, max_new_tokens: 
         k = 0
     L = max(len(r) - k for r in rows)
     pad = tok.pad_token_id
+    eos = tok.eos_token_id if eos_token_id is None else eos_token_id
     ids = torch.tensor([r[:k] + [pad] * (L - len(r) + k) + r[k:] for r in rows], device=device)
     mask = torch.tensor([[1] * k + [0] * (L - len(r) + k) + [1] * (len(r) - k) for r in rows], device=device)
     with torch.inference_mode():
         extra = {"past_key_values": _prefix_cache(model, rows[0][:k], len(rows))} if k else {}
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=pad, eos_token_id=tok.eos_token_id, **extra)
+                             pad_token_id=pad, eos_token_id=eos, **extra)
     new = out[:, ids.shape[1]:]
     results = []
     for row in new.tolist():
         n = len(row)
-        finished = tok.eos_token_id in row
+        finished = eos in row
         if finished:
-            n = row.index(tok.eos_token_id) + 1
+            n = row.index(eos) + 1
         else:
             while n and row[n - 1] == pad:
                 n -= 1
         results.append({"prediction": tok.decode(row[:n], skip_special_tokens=True),
                         "n_new_tokens": n, "finished": finished})
     return results
+
+
+def _forward_kwargs(model) -> dict[str, Any]:
+    """``logits_to_keep=1`` where the model takes it (only the last position's logits)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
+
+
+def _plain_layers(cache) -> list | None:
+    """The cache's per-layer key/value holders when all are plain growing layers (the only
+    kind whose rows can be dropped and joined here); None otherwise."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return None
+    return list(layers)
+
+
+def _left_pad(t, length: int, dim: int):
+    """``t`` with zeros prepended along ``dim`` up to ``length``."""
+    import torch
+
+    short = length - t.shape[dim]
+    if short <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = short
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+class _Running:
+    """The rows being decoded: one KV cache, its attention mask, each row's next position
+    and next input token, and what each row has generated so far."""
+
+    def __init__(self):
+        self.cache = None
+        self.mask = None      # (rows, cache length), 1 = a real token
+        self.pos = None       # (rows,) position of the next input token
+        self.last = None      # (rows,) next input token
+        self.index: list[int] = []
+        self.tokens: list[list[int]] = []
+
+    def __len__(self):
+        return len(self.index)
+
+    def join(self, cache, mask, pos, last, index, tokens) -> None:
+        """Add freshly prefilled rows; both caches are left-padded (masked zeros) to a
+        common length: a row's keys carry their rotary positions, so where the padding
+        sits does not matter."""
+        import torch
+
+        if not self.index:
+            self.cache, self.mask, self.pos, self.last = cache, mask, pos, last
+            self.index, self.tokens = list(index), [list(t) for t in tokens]
+            return
+        T = max(self.mask.shape[1], mask.shape[1])
+        for mine, theirs in zip(_plain_layers(self.cache), _plain_layers(cache)):
+            mine.keys = torch.cat([_left_pad(mine.keys, T, -2), _left_pad(theirs.keys, T, -2)])
+            mine.values = torch.cat([_left_pad(mine.values, T, -2), _left_pad(theirs.values, T, -2)])
+        self.mask = torch.cat([_left_pad(self.mask, T, 1), _left_pad(mask, T, 1)])
+        self.pos = torch.cat([self.pos, pos])
+        self.last = torch.cat([self.last, last])
+        self.index += list(index)
+        self.tokens += [list(t) for t in tokens]
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only ``rows`` (positions in the batch), and drop cache columns that are
+        padding for every row kept."""
+        import torch
+
+        sel = torch.tensor(rows, device=self.mask.device, dtype=torch.long)
+        cols = self.mask.index_select(0, sel).bool().any(0)
+        trim = not bool(cols.all())
+        for layer in _plain_layers(self.cache):
+            k, v = layer.keys.index_select(0, sel), layer.values.index_select(0, sel)
+            layer.keys, layer.values = (k[:, :, cols], v[:, :, cols]) if trim else (k, v)
+        self.mask = self.mask.index_select(0, sel)
+        if trim:
+            self.mask = self.mask[:, cols]
+        self.pos, self.last = self.pos.index_select(0, sel), self.last.index_select(0, sel)
+        self.index = [self.index[i] for i in rows]
+        self.tokens = [self.tokens[i] for i in rows]
+
+
+def _result(tok, tokens: list[int], eos: int) -> dict[str, Any]:
+    finished = bool(tokens) and tokens[-1] == eos
+    return {"prediction": tok.decode(tokens, skip_special_tokens=True), "n_new_tokens": len(tokens),
+            "finished": finished}
+
+
+def generate_stream(model, tok, rows: Sequence[Sequence[int]], *, max_new_tokens: int, batch_size: int = 16,
+                    share_prefix: bool = True, min_prefix: int = 8, refill_at: int | None = None,
+                    eos_token_id: int | None = None):
+    """Greedy continuations of tokenised prompts, decoded ``batch_size`` at a time with the
+    slots of finished rows refilled: yields ``(i, result)`` as soon as row ``i`` ends (EOS
+    or ``max_new_tokens``), so a short answer never waits for the longest in its batch.
+
+    Rows enter in the order given (callers sort them longest-first). The token prefix all
+    rows share is run once; a group of waiting rows is prefilled after a copy of its cache
+    (``[prefix | padding | own tokens]``, positions from the mask) and joins the running
+    batch whenever ``refill_at`` slots are free (default a quarter of the batch) or the batch
+    has run dry. Each row sees exactly the tokens and positions it would see alone; padding
+    is masked. Results: prediction, n_new_tokens (EOS included), finished (EOS reached);
+    ``eos_token_id``: the token that ends a row (default the tokenizer's EOS).
+    Models whose cache is not a plain growing one (sliding windows) fall back to one
+    :func:`generate_rows` batch at a time.
+    """
+    import copy
+
+    import torch
+
+    rows = [list(r) for r in rows]
+    if not rows:
+        return
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    device = next(model.parameters()).device
+    kw = _forward_kwargs(model)
+    k = shared_prefix_len(rows) if share_prefix and len(rows) > 1 else 0
+    if k < min_prefix:
+        k = 0
+    refill_at = max(1, batch_size // 4) if refill_at is None else max(1, refill_at)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    eos = tok.eos_token_id if eos_token_id is None else eos_token_id
+    with torch.inference_mode():
+        # the shared prefix once (or, without one, a one-token probe of the cache's kind)
+        probe = model(input_ids=torch.tensor([rows[0][:max(k, 1)]], device=device), use_cache=True, **kw)
+        prefix = probe.past_key_values if k else None
+        if _plain_layers(probe.past_key_values) is None:
+            for s in range(0, len(rows), batch_size):
+                batch = list(range(s, min(s + batch_size, len(rows))))
+                res = generate_rows(model, tok, [rows[i] for i in batch], max_new_tokens=max_new_tokens,
+                                    share_prefix=share_prefix, min_prefix=min_prefix, eos_token_id=eos)
+                yield from zip(batch, res)
+            return
+        run = _Running()
+        queue = list(range(len(rows)))[::-1]  # pop() takes the next row
+        while queue or len(run):
+            free = batch_size - len(run)
+            if queue and (free >= refill_at or not len(run)):
+                new = [queue.pop() for _ in range(min(free, len(queue)))]
+                own = [rows[i][k:] for i in new]
+                L = max(len(o) for o in own)
+                ids = torch.tensor([[pad] * (L - len(o)) + o for o in own], device=device)
+                mask = torch.tensor([[1] * k + [0] * (L - len(o)) + [1] * len(o) for o in own], device=device)
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, k:]
+                cache = None
+                if k:
+                    cache = copy.deepcopy(prefix)
+                    cache.batch_repeat_interleave(len(new))
+                out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                            use_cache=True, **kw)
+                first = out.logits[:, -1].argmax(-1)
+                run.join(out.past_key_values, mask, mask.sum(-1), first, new, [[t] for t in first.tolist()])
+            else:
+                run.mask = torch.cat([run.mask, run.mask.new_ones(len(run), 1)], 1)
+                out = model(input_ids=run.last[:, None], attention_mask=run.mask, position_ids=run.pos[:, None],
+                            past_key_values=run.cache, use_cache=True, **kw)
+                run.cache = out.past_key_values
+                run.last = out.logits[:, -1].argmax(-1)
+                run.pos = run.pos + 1
+                for toks, t in zip(run.tokens, run.last.tolist()):
+                    toks.append(t)
+            done = [j for j, toks in enumerate(run.tokens) if toks[-1] == eos or len(toks) >= max_new_tokens]
+            if done:
+                for j in done:
+                    yield run.index[j], _result(tok, run.tokens[j], eos)
+                gone = set(done)
+                alive = [j for j in range(len(run)) if j not in gone]
+                if alive:
+                    run.keep(alive)
+                else:
+                    run = _Running()
 
 
 def generate_predictions(model, tok, items: Iterable[Mapping[str, str]], out_path: str | Path, *,
@@ -157,11 +338,13 @@ def generate_predictions(model, tok, items: Iterable[Mapping[str, str]], out_pat
     """Generate for every ``{"id", "prompt"}`` item not yet in ``out_path`` and return the
     records of all items, in the order given.
 
-    Items are batched longest-first (similar lengths share a batch: little padding, and
-    the memory peak comes first). ``bf16``: generate with :func:`low_precision` (a bf16
-    copy on CPUs with native bf16); ``share_prefix``: see :func:`generate_batch`. Records:
-    id, prediction, prompt_hash, max_new_tokens, n_new_tokens, finished (EOS reached),
-    seconds (the batch's wall time / batch size).
+    Items enter longest-first (similar lengths run together: little padding, and the memory
+    peak comes first) into :func:`generate_stream`'s ``batch_size`` slots, which are refilled
+    as items finish; each record is appended the moment its item ends. ``bf16``: generate
+    with :func:`low_precision` (a bf16 copy on CPUs with native bf16); ``share_prefix``: see
+    :func:`generate_stream`. Records: id, prediction, prompt_hash, max_new_tokens,
+    n_new_tokens, finished (EOS reached), seconds (wall time since the previous record, so
+    a run's records sum to its generation time).
     """
     import torch
     from tqdm.auto import tqdm
@@ -186,19 +369,17 @@ def generate_predictions(model, tok, items: Iterable[Mapping[str, str]], out_pat
         gen_model.eval()
         bar = tqdm(total=len(todo), desc=desc, disable=not progress)
         with open(out_path, "a") as f:
-            for s in range(0, len(order), batch_size):
-                idx = order[s:s + batch_size]
-                batch = [todo[i] for i in idx]
-                t0 = time.perf_counter()
-                res = generate_rows(gen_model, tok, [rows[i] for i in idx],
-                                    max_new_tokens=max_new_tokens, share_prefix=share_prefix)
-                dt = (time.perf_counter() - t0) / len(batch)
-                for it, r in zip(batch, res):
-                    rec = {"id": it["id"], **r, "prompt_hash": prompt_hash(it["prompt"]),
-                           "max_new_tokens": max_new_tokens, "seconds": round(dt, 4)}
-                    f.write(json.dumps(rec) + "\n")
-                    have[it["id"]] = rec
+            t0 = time.perf_counter()
+            for j, r in generate_stream(gen_model, tok, [rows[i] for i in order], max_new_tokens=max_new_tokens,
+                                        batch_size=batch_size, share_prefix=share_prefix):
+                it = todo[order[j]]
+                t1 = time.perf_counter()
+                rec = {"id": it["id"], **r, "prompt_hash": prompt_hash(it["prompt"]),
+                       "max_new_tokens": max_new_tokens, "seconds": round(t1 - t0, 4)}
+                t0 = t1
+                f.write(json.dumps(rec) + "\n")
                 f.flush()
-                bar.update(len(batch))
+                have[it["id"]] = rec
+                bar.update(1)
         bar.close()
     return [have[i] for i in ids]
