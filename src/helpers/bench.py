@@ -5,8 +5,9 @@ ratio of such a pair (or a wall-clock budget), so the report means the same on a
 on a workstation. Four parts (``--parts``):
 
 ``gen``        Evaluation generation. The project's evaluation (:func:`helpers.generate.
-               generate_predictions`: length-sorted batches, the prompts' shared prefix computed
-               once, a bf16 copy of the model where the CPU has native bf16) vs. the original
+               generate_predictions`: prompts longest-first into batch slots that are refilled
+               as answers end, the prompts' shared prefix computed once, a bf16 copy of the
+               model where the CPU has native bf16) vs. the original
                study's way (one item at a time, one ``generate`` call per item, the model's own
                dtype), on the same student, the same test prompts and the same
                ``max_new_tokens``; for two students: the untrained base model (short answers)
@@ -309,8 +310,8 @@ def gen_one_student(model, tok, items: Sequence[Mapping[str, str]], *, max_new_t
                     work: Path, key: str, progress: bool = False) -> dict[str, Any]:
     """One student, three ways, same prompts and budget: one ``generate`` per item (the
     baseline), the project's evaluation (:func:`helpers.generate.generate_predictions`:
-    length-sorted batches, shared prompt prefix computed once, bf16 copy where the CPU has
-    native bf16), and the project's batching in the model's own dtype (``project_fp32``: what
+    longest-first into batch slots refilled as answers end, shared prompt prefix computed once,
+    bf16 copy where the CPU has native bf16), and the project's batching in the model's own dtype (``project_fp32``: what
     batching alone changes in the greedy outputs)."""
     from .generate import generate_batch, generate_predictions, low_precision
 

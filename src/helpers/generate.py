@@ -1,16 +1,17 @@
 """Batched greedy generation that resumes where it stopped.
 
-Prompts are sorted by length and generated in batches, greedily, with a fixed
-``max_new_tokens``. Within a batch the prompts' shared token prefix (system prompt and
-instruction: a third of a quick-profile prompt) is computed once, and each prompt's own
-tokens are left-padded after it, so every prompt ends right where generation starts. On a
-CPU with native bf16 the batches run on a bf16 copy of the model: decoding reads half the
-bytes, and the few greedy outputs that bf16 numerics change are counted by `make bench`.
-Each finished
-item is appended to a JSON-lines file at once, keyed by item id: an interrupted evaluation
-restarts with the items it has not done yet, and nothing already generated is lost. A line
-records the prompt's hash and the generation budget, so a changed prompt or budget is
-regenerated instead of silently reused.
+Prompts are sorted longest-first and decoded greedily, ``batch_size`` rows at a time, with
+a fixed ``max_new_tokens``; when rows finish, their slots are refilled with waiting prompts
+(:func:`generate_stream`), so a short answer never waits for the longest one in its batch.
+The prompts' shared token prefix (system prompt: a third of a quick-profile prompt) is
+computed once, and each prompt's own tokens are left-padded after it, so every prompt ends
+right where generation starts. On a CPU with native bf16 the rows run on a bf16 copy of the
+model: prefill and decoding are about twice as fast, and the few greedy outputs that bf16
+numerics change are counted by `make bench`. Each finished item is appended to a
+JSON-lines file at once, keyed by item id: an interrupted evaluation restarts with the
+items it has not done yet, and nothing already generated is lost. A line records the
+prompt's hash and the generation budget, so a changed prompt or budget is regenerated
+instead of silently reused.
 """
 from __future__ import annotations
 
