@@ -433,11 +433,24 @@ def test_prepare_synthetic_writes_skips_and_cards(cfg, tmp_path, monkeypatch):
         data.prepare(dict(cfg, data_seed=7))
 
 
+def test_sizes_per_dataset(cfg):
+    # synthetic: the generator makes each dataset's own number of problems
+    sizes = {"cotempqa": 12, "marco": 8, "babi": 8}
+    out = data.prepare(dict(cfg, n_train=sizes, n_test=4))
+    assert {ds: len(out[ds]["train"]) for ds in out} == sizes
+    assert all(len(out[ds]["test"]) == 4 for ds in out)
+    with pytest.raises(KeyError, match="not for 'babi'"):
+        data.prepare(dict(cfg, n_train={"cotempqa": 12, "marco": 8}), force=True)
+    assert config.for_dataset({"n": 3}, "n", "x") == 3 and config.for_dataset({"n": {"x": 5}}, "n", "x") == 5
+
+
 def test_prepare_local_caps_flags_and_marco_fallback(cfg, tmp_path):
     root = write_babi(write_cotempqa(tmp_path / "src"))
-    cfg.update(data_source="local", data_dir=str(root), n_train=12, n_test=None)
+    cfg.update(data_source="local", data_dir=str(root), n_train={"cotempqa": 12, "marco": 10, "babi": 12},
+               n_test=None)  # a per-dataset cap
     with pytest.warns(UserWarning, match="SYNTHETIC MS MARCO"):
         out = data.prepare(cfg)
+    assert len(out["marco"]["train"]) == 10
     card = data.read_card("t")
     m = card["datasets"]["marco"]
     assert m["source"] == "synthetic" and m["synthetic"] and "SYNTHETIC" in m["warnings"][0]

@@ -198,7 +198,7 @@ def problems(cfg: Mapping[str, Any], split: str) -> dict[str, Any]:
     out = {}
     for ds in cfg["datasets"]:
         full, _report = data.load_dataset_source(ds, cfg)
-        rows = data.validate(data.apply_caps(full, cfg))
+        rows = data.validate(data.apply_caps(full, cfg, ds))
         out[ds] = rows[rows["split"] == split].reset_index(drop=True)
     return out
 

@@ -37,6 +37,18 @@ def load_profile(name: str) -> dict[str, Any]:
     return cfg
 
 
+def for_dataset(cfg: Mapping[str, Any], key: str, dataset: str, default: Any = None) -> Any:
+    """``cfg[key]``, or its entry for ``dataset`` when the value is a ``{dataset: value}``
+    mapping (e.g. ``n_train: {cotempqa: 128, marco: 64, babi: 64}``). A mapping that lacks
+    the dataset is an error, not a silent default."""
+    v = cfg.get(key, default)
+    if isinstance(v, Mapping):
+        if dataset not in v:
+            raise KeyError(f"{key} is given per dataset ({sorted(v)}) but not for {dataset!r}")
+        return v[dataset]
+    return v
+
+
 def _canonical(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}

@@ -29,7 +29,8 @@ Splits follow the original study (STUDY_SPEC §1):
   lines); train = every train story; test = per task ``floor(10%)`` of the test stories,
   ``sample(n, random_state=data_seed)``. With the 11 original tasks that is 3,773 / 376.
 
-``n_train`` / ``n_test`` then cap each split (seeded, stratified by category; None = all).
+``n_train`` / ``n_test`` then cap each split (seeded, stratified by category; None = all; a
+``{dataset: n}`` mapping gives each dataset its own size).
 
 Bad input: a malformed file raises ``ValueError`` naming the file, line and reason. A row
 without a required field (question, answers, context) or with no gold answer is excluded by
@@ -658,7 +659,7 @@ def _synthetic(dataset: str, cfg: Mapping[str, Any], note: str | None = None) ->
     seed = int(cfg["data_seed"])
     parts = []
     for split in SPLITS:
-        n = cfg.get(f"n_{split}")
+        n = config.for_dataset(cfg, f"n_{split}", dataset)
         parts.append(synthetic.generate(dataset, SYNTHETIC_DEFAULT_N[split] if n is None else int(n),
                                         seed, split))
     return pd.concat(parts, ignore_index=True), {"source": "synthetic", "excluded": [],
@@ -701,14 +702,15 @@ def load_dataset_source(dataset: str, cfg: Mapping[str, Any]) -> tuple[pd.DataFr
     raise ValueError(f"data_source must be 'synthetic', 'local' or 'hub', not {src!r}")
 
 
-def apply_caps(df: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFrame:
-    """Cap each split at ``n_train`` / ``n_test`` (seeded, stratified by category)."""
+def apply_caps(df: pd.DataFrame, cfg: Mapping[str, Any], dataset: str) -> pd.DataFrame:
+    """Cap each split at ``n_train`` / ``n_test`` (seeded, stratified by category; a
+    ``{dataset: n}`` mapping caps each dataset at its own size)."""
     seed = int(cfg.get("data_seed", 42))
     parts = []
     for split in SPLITS:
         part = df[df["split"] == split]
         if not (part["synthetic"].all() and len(part)):  # generators already made exactly n
-            part = stratified_sample(part, cfg.get(f"n_{split}"), seed)
+            part = stratified_sample(part, config.for_dataset(cfg, f"n_{split}", dataset), seed)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
 
@@ -786,7 +788,7 @@ def prepare(cfg: Mapping[str, Any], force: bool = False) -> dict[str, dict[str, 
                 warnings.warn(msg, stacklevel=2)
         else:
             full, report = load_dataset_source(ds, cfg)
-            capped = validate(apply_caps(full, cfg))
+            capped = validate(apply_caps(full, cfg, ds))
             folder.mkdir(parents=True, exist_ok=True)
             splits = {}
             for s in SPLITS:
