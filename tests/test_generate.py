@@ -117,6 +117,13 @@ def test_stream_without_shared_prefix_and_fallback(tiny, monkeypatch):
     plain = dict(generate.generate_stream(m, tok, rows, max_new_tokens=10, batch_size=2, share_prefix=False,
                                           eos_token_id=stop))
     assert [plain[i] for i in range(len(rows))] == single
+    # the caller's code between two results does not run in inference mode
+    import torch
+
+    g = generate.generate_stream(m, tok, rows, max_new_tokens=10, batch_size=2, eos_token_id=stop)
+    next(g)
+    assert not torch.is_inference_mode_enabled()
+    g.close()
     # a cache whose rows cannot be joined (e.g. sliding windows): one plain batch at a time
     monkeypatch.setattr(generate, "_plain_layers", lambda cache: None)
     fb = dict(generate.generate_stream(m, tok, rows, max_new_tokens=10, batch_size=4, eos_token_id=stop))

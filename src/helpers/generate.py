@@ -227,6 +227,9 @@ class _Running:
         padding for every row kept."""
         import torch
 
+        if not rows:
+            self.__init__()
+            return
         sel = torch.tensor(rows, device=self.mask.device, dtype=torch.long)
         cols = self.mask.index_select(0, sel).bool().any(0)
         trim = not bool(cols.all())
@@ -281,55 +284,59 @@ def generate_stream(model, tok, rows: Sequence[Sequence[int]], *, max_new_tokens
     refill_at = max(1, batch_size // 4) if refill_at is None else max(1, refill_at)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     eos = tok.eos_token_id if eos_token_id is None else eos_token_id
-    with torch.inference_mode():
-        # the shared prefix once (or, without one, a one-token probe of the cache's kind)
+    # the model runs in inference mode, but the caller's code between two results does not
+    no_grad = torch.inference_mode()
+    with no_grad:  # the shared prefix once (or, without one, a one-token probe of the cache's kind)
         probe = model(input_ids=torch.tensor([rows[0][:max(k, 1)]], device=device), use_cache=True, **kw)
-        prefix = probe.past_key_values if k else None
-        if _plain_layers(probe.past_key_values) is None:
-            for s in range(0, len(rows), batch_size):
-                batch = list(range(s, min(s + batch_size, len(rows))))
-                res = generate_rows(model, tok, [rows[i] for i in batch], max_new_tokens=max_new_tokens,
-                                    share_prefix=share_prefix, min_prefix=min_prefix, eos_token_id=eos)
-                yield from zip(batch, res)
-            return
-        run = _Running()
-        queue = list(range(len(rows)))[::-1]  # pop() takes the next row
-        while queue or len(run):
-            free = batch_size - len(run)
-            if queue and (free >= refill_at or not len(run)):
-                new = [queue.pop() for _ in range(min(free, len(queue)))]
-                own = [rows[i][k:] for i in new]
-                L = max(len(o) for o in own)
-                ids = torch.tensor([[pad] * (L - len(o)) + o for o in own], device=device)
-                mask = torch.tensor([[1] * k + [0] * (L - len(o)) + [1] * len(o) for o in own], device=device)
-                pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, k:]
-                cache = None
-                if k:
-                    cache = copy.deepcopy(prefix)
-                    cache.batch_repeat_interleave(len(new))
-                out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                            use_cache=True, **kw)
-                first = out.logits[:, -1].argmax(-1)
-                run.join(out.past_key_values, mask, mask.sum(-1), first, new, [[t] for t in first.tolist()])
-            else:
-                run.mask = torch.cat([run.mask, run.mask.new_ones(len(run), 1)], 1)
-                out = model(input_ids=run.last[:, None], attention_mask=run.mask, position_ids=run.pos[:, None],
-                            past_key_values=run.cache, use_cache=True, **kw)
-                run.cache = out.past_key_values
-                run.last = out.logits[:, -1].argmax(-1)
-                run.pos = run.pos + 1
-                for toks, t in zip(run.tokens, run.last.tolist()):
-                    toks.append(t)
-            done = [j for j, toks in enumerate(run.tokens) if toks[-1] == eos or len(toks) >= max_new_tokens]
-            if done:
-                for j in done:
-                    yield run.index[j], _result(tok, run.tokens[j], eos)
-                gone = set(done)
-                alive = [j for j in range(len(run)) if j not in gone]
-                if alive:
-                    run.keep(alive)
-                else:
-                    run = _Running()
+    prefix = probe.past_key_values if k else None
+    if _plain_layers(probe.past_key_values) is None:
+        for s in range(0, len(rows), batch_size):
+            batch = list(range(s, min(s + batch_size, len(rows))))
+            res = generate_rows(model, tok, [rows[i] for i in batch], max_new_tokens=max_new_tokens,
+                                share_prefix=share_prefix, min_prefix=min_prefix, eos_token_id=eos)
+            yield from zip(batch, res)
+        return
+    run = _Running()
+    queue = list(range(len(rows)))[::-1]  # pop() takes the next row
+
+    @torch.inference_mode()
+    def step() -> list[tuple[int, dict[str, Any]]]:
+        """Refill free slots (one prefill) or decode one token for every running row; the
+        rows that ended, with their results, leave the batch."""
+        free = batch_size - len(run)
+        if queue and (free >= refill_at or not len(run)):
+            new = [queue.pop() for _ in range(min(free, len(queue)))]
+            own = [rows[i][k:] for i in new]
+            L = max(len(o) for o in own)
+            ids = torch.tensor([[pad] * (L - len(o)) + o for o in own], device=device)
+            mask = torch.tensor([[1] * k + [0] * (L - len(o)) + [1] * len(o) for o in own], device=device)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, k:]
+            cache = None
+            if k:
+                cache = copy.deepcopy(prefix)
+                cache.batch_repeat_interleave(len(new))
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                        use_cache=True, **kw)
+            first = out.logits[:, -1].argmax(-1)
+            run.join(out.past_key_values, mask, mask.sum(-1), first, new, [[t] for t in first.tolist()])
+        else:
+            run.mask = torch.cat([run.mask, run.mask.new_ones(len(run), 1)], 1)
+            out = model(input_ids=run.last[:, None], attention_mask=run.mask, position_ids=run.pos[:, None],
+                        past_key_values=run.cache, use_cache=True, **kw)
+            run.cache = out.past_key_values
+            run.last = out.logits[:, -1].argmax(-1)
+            run.pos = run.pos + 1
+            for toks, t in zip(run.tokens, run.last.tolist()):
+                toks.append(t)
+        done = [j for j, toks in enumerate(run.tokens) if toks[-1] == eos or len(toks) >= max_new_tokens]
+        ended = [(run.index[j], _result(tok, run.tokens[j], eos)) for j in done]
+        if done:
+            gone = set(done)
+            run.keep([j for j in range(len(run)) if j not in gone])
+        return ended
+
+    while queue or len(run):
+        yield from step()
 
 
 def generate_predictions(model, tok, items: Iterable[Mapping[str, str]], out_path: str | Path, *,
