@@ -73,6 +73,13 @@ def shared_prefix_len(rows: Sequence[Sequence[int]]) -> int:
     return k
 
 
+def _prefix_len(rows: Sequence[Sequence[int]], share_prefix: bool, min_prefix: int) -> int:
+    """How many leading tokens to compute once for all ``rows``: their shared prefix, or 0
+    when sharing is off, there is one row, or the prefix is under ``min_prefix`` tokens."""
+    k = shared_prefix_len(rows) if share_prefix and len(rows) > 1 else 0
+    return k if k >= min_prefix else 0
+
+
 def low_precision(model):
     """The model to generate with: a bf16 copy of an fp32 model on CPUs with native bf16
     (half the bytes per decoding step), else the model itself (on CUDA the weights are
@@ -91,16 +98,20 @@ def low_precision(model):
 
 def _prefix_cache(model, prefix: Sequence[int], batch: int):
     """KV cache of ``prefix`` computed once and repeated for ``batch`` rows."""
-    import inspect
-
     import torch
 
     device = next(model.parameters()).device
-    kw = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    out = model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True, **kw)
+    out = model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True, **_forward_kwargs(model))
     cache = out.past_key_values
     cache.batch_repeat_interleave(batch)
     return cache
+
+
+def _result(tok, tokens: list[int], eos: int) -> dict[str, Any]:
+    """One row's record from its generated tokens (EOS, if reached, last)."""
+    finished = bool(tokens) and tokens[-1] == eos
+    return {"prediction": tok.decode(tokens, skip_special_tokens=True), "n_new_tokens": len(tokens),
+            "finished": finished}
 
 
 def generate_batch(model, tok, prompts: Sequence[str], *, max_new_tokens: int,
@@ -129,9 +140,7 @@ def generate_rows(model, tok, rows: Sequence[Sequence[int]], *, max_new_tokens: 
 
     device = next(model.parameters()).device
     rows = [list(r) for r in rows]
-    k = shared_prefix_len(rows) if share_prefix and len(rows) > 1 else 0
-    if k < min_prefix:
-        k = 0
+    k = _prefix_len(rows, share_prefix, min_prefix)
     L = max(len(r) - k for r in rows)
     pad = tok.pad_token_id
     eos = tok.eos_token_id if eos_token_id is None else eos_token_id
@@ -144,15 +153,13 @@ def generate_rows(model, tok, rows: Sequence[Sequence[int]], *, max_new_tokens: 
     new = out[:, ids.shape[1]:]
     results = []
     for row in new.tolist():
-        n = len(row)
-        finished = eos in row
-        if finished:
+        if eos in row:
             n = row.index(eos) + 1
         else:
+            n = len(row)
             while n and row[n - 1] == pad:
                 n -= 1
-        results.append({"prediction": tok.decode(row[:n], skip_special_tokens=True),
-                        "n_new_tokens": n, "finished": finished})
+        results.append(_result(tok, row[:n], eos))
     return results
 
 
@@ -202,15 +209,16 @@ class _Running:
     def __len__(self):
         return len(self.index)
 
-    def join(self, cache, mask, pos, last, index, tokens) -> None:
-        """Add freshly prefilled rows; both caches are left-padded (masked zeros) to a
-        common length: a row's keys carry their rotary positions, so where the padding
-        sits does not matter."""
+    def join(self, cache, mask, last, index) -> None:
+        """Add freshly prefilled rows (their cache, mask, first generated token and row
+        numbers); both caches are left-padded (masked zeros) to a common length: a row's keys
+        carry their rotary positions, so where the padding sits does not matter."""
         import torch
 
+        pos, tokens = mask.sum(-1), [[t] for t in last.tolist()]
         if not self.index:
             self.cache, self.mask, self.pos, self.last = cache, mask, pos, last
-            self.index, self.tokens = list(index), [list(t) for t in tokens]
+            self.index, self.tokens = list(index), tokens
             return
         T = max(self.mask.shape[1], mask.shape[1])
         for mine, theirs in zip(_plain_layers(self.cache), _plain_layers(cache)):
@@ -220,7 +228,7 @@ class _Running:
         self.pos = torch.cat([self.pos, pos])
         self.last = torch.cat([self.last, last])
         self.index += list(index)
-        self.tokens += [list(t) for t in tokens]
+        self.tokens += tokens
 
     def keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (positions in the batch), and drop cache columns that are
@@ -242,12 +250,6 @@ class _Running:
         self.pos, self.last = self.pos.index_select(0, sel), self.last.index_select(0, sel)
         self.index = [self.index[i] for i in rows]
         self.tokens = [self.tokens[i] for i in rows]
-
-
-def _result(tok, tokens: list[int], eos: int) -> dict[str, Any]:
-    finished = bool(tokens) and tokens[-1] == eos
-    return {"prediction": tok.decode(tokens, skip_special_tokens=True), "n_new_tokens": len(tokens),
-            "finished": finished}
 
 
 def generate_stream(model, tok, rows: Sequence[Sequence[int]], *, max_new_tokens: int, batch_size: int = 16,
@@ -278,15 +280,12 @@ def generate_stream(model, tok, rows: Sequence[Sequence[int]], *, max_new_tokens
         raise ValueError("max_new_tokens must be >= 1")
     device = next(model.parameters()).device
     kw = _forward_kwargs(model)
-    k = shared_prefix_len(rows) if share_prefix and len(rows) > 1 else 0
-    if k < min_prefix:
-        k = 0
+    k = _prefix_len(rows, share_prefix, min_prefix)
     refill_at = max(1, batch_size // 4) if refill_at is None else max(1, refill_at)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     eos = tok.eos_token_id if eos_token_id is None else eos_token_id
     # the model runs in inference mode, but the caller's code between two results does not
-    no_grad = torch.inference_mode()
-    with no_grad:  # the shared prefix once (or, without one, a one-token probe of the cache's kind)
+    with torch.inference_mode():  # the shared prefix once (or, without one, a probe of the cache's kind)
         probe = model(input_ids=torch.tensor([rows[0][:max(k, 1)]], device=device), use_cache=True, **kw)
     prefix = probe.past_key_values if k else None
     if _plain_layers(probe.past_key_values) is None:
@@ -317,8 +316,7 @@ def generate_stream(model, tok, rows: Sequence[Sequence[int]], *, max_new_tokens
                 cache.batch_repeat_interleave(len(new))
             out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                         use_cache=True, **kw)
-            first = out.logits[:, -1].argmax(-1)
-            run.join(out.past_key_values, mask, mask.sum(-1), first, new, [[t] for t in first.tolist()])
+            run.join(out.past_key_values, mask, out.logits[:, -1].argmax(-1), new)
         else:
             run.mask = torch.cat([run.mask, run.mask.new_ones(len(run), 1)], 1)
             out = model(input_ids=run.last[:, None], attention_mask=run.mask, position_ids=run.pos[:, None],
