@@ -372,3 +372,31 @@ def test_compare_with_correct_is_mcnemar_on_the_same_items():
     r = out[out["metric"] == "answer_em"].iloc[0]
     assert (r["cond_x"], r["cond_y"], r["n"]) == ("correct", "krsl", 30)
     assert r["discordant"] == 20 and r["p"] == pytest.approx(1.0)
+
+
+def test_trainer_loss_on_wanted_positions_equals_the_loss_on_whole_logits(tiny_tok):
+    """The trainer's loss (logits only where a target is, the shared opening run once) is
+    krsl_loss on the model's logits for every position of the whole batch."""
+    from types import SimpleNamespace
+
+    from helpers import models, sft, traces
+
+    df = _problems(4)
+    cor = traces.build_condition(df, "cotempqa", "correct", 0)
+    inc = traces.build_condition(df, "cotempqa", "incorrect", 0)
+    pairs = krsl.build_pairs(cor, inc, tiny_tok, "chatml", "tiny", 384)
+    batch = krsl.KRSLCollator(tiny_tok.pad_token_id)(krsl.PairDataset(pairs).items)
+    model = models.load_model("tiny", tokenizer=tiny_tok).eval()
+    ids = torch.cat([batch["input_ids_c"], batch["input_ids_i"]])
+    att = torch.cat([batch["attention_mask_c"], batch["attention_mask_i"]])
+    keep = (torch.cat([batch["labels_c"], batch["labels_i"]])[:, 1:] != -100).any(0).nonzero().squeeze(-1)
+    assert sft.shared_prefix_len(model, ids, att, keep) >= sft.MIN_SHARED_PREFIX
+    fake = SimpleNamespace(krsl_nll_threshold=20.0)
+    with torch.no_grad():
+        ours, out = krsl._trainer_class().compute_loss(fake, model, batch, return_outputs=True)
+        logits = model(input_ids=ids, attention_mask=att).logits
+        b = batch["input_ids_c"].shape[0]
+        ref = (krsl.krsl_loss(logits[:b], batch["labels_c"], batch["weights_c"], batch["n_target_c"])
+               + krsl.krsl_loss(logits[b:], batch["labels_i"], batch["weights_i"], batch["n_target_i"]))
+    assert out["logits"].shape == (2 * b, keep.numel(), logits.shape[-1])
+    assert torch.allclose(ours, ref, atol=1e-5), (ours, ref)

@@ -255,6 +255,59 @@ def test_fast_dropout_matches_dropout_in_distribution():
     assert len(fast) == 2 * 7 and all(m.p == 0.1 for m in fast)  # 2 layers x 7 adapted projections
 
 
+def test_shared_prefix_len_rules():
+    """Leading columns equal and unpadded in every row, cut before the first wanted position."""
+    model = torch.nn.Module()
+    ids = torch.arange(40).repeat(3, 1)
+    ids[1, 25:] += 100                                  # rows agree on columns 0..24
+    att = torch.ones_like(ids)
+    keep_all = torch.arange(30, 39)
+    assert sft.shared_prefix_len(model, ids, att, keep_all) == 25
+    assert sft.shared_prefix_len(model, ids, att, torch.arange(20, 39)) == 20   # a wanted position at 20
+    assert sft.shared_prefix_len(model, ids, att, torch.arange(10, 39)) == 0    # 10 < MIN_SHARED_PREFIX
+    pad = att.clone()
+    pad[2, 18:] = 0                                     # row 2 ends at 18: padding is not shared
+    assert sft.shared_prefix_len(model, ids, pad, keep_all) == 18
+    assert sft.shared_prefix_len(model, ids[:1], att[:1], keep_all) == 0       # nothing to share with
+    assert sft.shared_prefix_len(model, ids[:, :20], att[:, :20], torch.arange(0)) == 19  # one token left per row
+    model.is_activation_checkpointing = True
+    assert sft.shared_prefix_len(model, ids, att, keep_all) == 0
+
+
+def test_shared_prefix_pass_gives_the_same_loss_and_gradients(monkeypatch):
+    """Running the common opening once and repeating its cache is the same computation as the
+    whole batch: same loss, same LoRA gradients (fp32), with right padding in the batch."""
+    cfg = smoke_cfg(lora_dropout=0.0)
+    model, tok = sft.load_for_training(cfg, "tiny")
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:                            # B starts at zero: give the A's gradients
+            p.data.normal_(0.0, 0.05)
+    ex, _ = sft.tokenize_examples(tok, "chatml", examples("correct").head(4), "tiny", 1024, "completion")
+    batch = sft.PaddingCollator(tok.pad_token_id)(ex)
+    assert (batch["attention_mask"] == 0).any(), "the batch should hold padding"
+    keep = (batch["labels"][:, 1:] != -100).any(dim=0).nonzero().squeeze(-1)
+    p = sft.shared_prefix_len(model, batch["input_ids"], batch["attention_mask"], keep)
+    assert p >= sft.MIN_SHARED_PREFIX
+    model.train()
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = sft.target_positions_loss(model, batch)
+        loss.backward()
+        return loss.detach(), {n: q.grad.clone() for n, q in model.named_parameters() if q.requires_grad}
+
+    shared_loss, shared_grads = loss_and_grads()
+    monkeypatch.setattr(sft, "MIN_SHARED_PREFIX", 10 ** 9)   # every batch in one plain pass
+    assert sft.shared_prefix_len(model, batch["input_ids"], batch["attention_mask"], keep) == 0
+    plain_loss, plain_grads = loss_and_grads()
+    assert torch.allclose(shared_loss, plain_loss, atol=1e-6), (shared_loss, plain_loss)
+    assert shared_grads.keys() == plain_grads.keys() and len(plain_grads) > 0
+    for n in plain_grads:
+        assert plain_grads[n].abs().max() > 0, n
+        assert torch.allclose(shared_grads[n], plain_grads[n], rtol=1e-4, atol=1e-7), n
+
+
 @pytest.mark.parametrize("loss_mask", ["full", "completion"])
 def test_target_positions_loss_equals_the_models_own_loss(loss_mask):
     """The loss computed only at labelled positions is the model's full causal-LM loss."""

@@ -263,31 +263,44 @@ def krsl_loss(logits, labels, weights, n_target, nll_threshold: float = 20.0, *,
     that token's NLL exceeds ``nll_threshold``. With ``return_stats`` also returns a dict
     (the per-sequence losses and how many negative weights the threshold switched off).
     """
-    import torch
-    import torch.nn.functional as F
-
     if logits.dim() != 3 or labels.shape != logits.shape[:2] or weights.shape != labels.shape:
         raise ValueError(f"krsl_loss: shapes logits {tuple(logits.shape)}, labels {tuple(labels.shape)}, "
                          f"weights {tuple(weights.shape)} do not fit [B, T, V] / [B, T] / [B, T]")
+    return krsl_loss_at(logits[:, :-1, :], labels[:, 1:], weights[:, 1:], n_target, nll_threshold,
+                        return_stats=return_stats)
+
+
+def krsl_loss_at(logits, targets, weights, n_target, nll_threshold: float = 20.0, *,
+                 return_stats: bool = False):
+    """:func:`krsl_loss` with the shift already done: ``logits[:, j]`` predicts
+    ``targets[:, j]``, whose weight is ``weights[:, j]``. The columns may be any subset of a
+    sequence's positions that holds all its targets (the trainer passes only the positions
+    where some row of the batch has a target)."""
+    import torch
+    import torch.nn.functional as F
+
+    if logits.dim() != 3 or targets.shape != logits.shape[:2] or weights.shape != targets.shape:
+        raise ValueError(f"krsl_loss: shapes logits {tuple(logits.shape)}, targets {tuple(targets.shape)}, "
+                         f"weights {tuple(weights.shape)} do not fit [B, K, V] / [B, K] / [B, K]")
     n_target = torch.as_tensor(n_target, device=logits.device)
-    if n_target.shape != (labels.shape[0],):
-        raise ValueError(f"krsl_loss: n_target has shape {tuple(n_target.shape)}, expected ({labels.shape[0]},)")
+    if n_target.shape != (targets.shape[0],):
+        raise ValueError(f"krsl_loss: n_target has shape {tuple(n_target.shape)}, expected ({targets.shape[0]},)")
     if bool((n_target <= 0).any()):
         raise ValueError("krsl_loss: a sequence has no target tokens (n_target <= 0)")
-    y = labels[:, 1:]
+    y = targets
     valid = y != IGNORE_INDEX
     # cross-entropy only at the labelled positions, in fp32 (a [N, V] slice instead of the
     # whole [B, T, V] logits: most positions of a conversation are prompt)
-    ce_at = F.cross_entropy(logits[:, :-1, :][valid].float(), y[valid], reduction="none")
+    ce_at = F.cross_entropy(logits[valid].float(), y[valid], reduction="none")
     ce = torch.zeros(y.shape, dtype=torch.float32, device=logits.device).masked_scatter(valid, ce_at)
-    w = torch.where(valid, weights[:, 1:].float(), torch.zeros((), device=logits.device))
+    w = torch.where(valid, weights.float(), torch.zeros((), device=logits.device))
     too_unlikely = (w < 0) & (ce.detach() > nll_threshold)
     w = torch.where(too_unlikely, torch.zeros((), device=logits.device), w)
     per_seq = (w * ce).sum(dim=1) / n_target.float()
     loss = per_seq.mean()
     if return_stats:
         return loss, {"per_sequence": per_seq.detach(), "n_zeroed": int(too_unlikely.sum()),
-                      "n_negative": int(((weights[:, 1:] < 0) & valid).sum())}
+                      "n_negative": int(((weights < 0) & valid).sum())}
     return loss
 
 
@@ -506,12 +519,16 @@ def _trainer_class():
             b = inputs["input_ids_c"].shape[0]
             ids = torch.cat([inputs["input_ids_c"], inputs["input_ids_i"]], dim=0)
             att = torch.cat([inputs["attention_mask_c"], inputs["attention_mask_i"]], dim=0)
-            out = model(input_ids=ids, attention_mask=att)
+            # logits only where some sequence has a target (position t predicts token t + 1),
+            # the opening every sequence shares run once (sft.logits_at)
+            y = torch.cat([inputs["labels_c"], inputs["labels_i"]], dim=0)[:, 1:]
+            w = torch.cat([inputs["weights_c"], inputs["weights_i"]], dim=0)[:, 1:]
+            keep = (y != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
+            logits = sft.logits_at(model, ids, att, keep)
+            y, w = y[:, keep], w[:, keep]
             thr = float(self.krsl_nll_threshold)
-            loss_c, st_c = krsl_loss(out.logits[:b], inputs["labels_c"], inputs["weights_c"],
-                                     inputs["n_target_c"], thr, return_stats=True)
-            loss_i, st_i = krsl_loss(out.logits[b:], inputs["labels_i"], inputs["weights_i"],
-                                     inputs["n_target_i"], thr, return_stats=True)
+            loss_c, st_c = krsl_loss_at(logits[:b], y[:b], w[:b], inputs["n_target_c"], thr, return_stats=True)
+            loss_i, st_i = krsl_loss_at(logits[b:], y[b:], w[b:], inputs["n_target_i"], thr, return_stats=True)
             loss = loss_c + loss_i
             if model.training:
                 acc = self.__dict__.setdefault("_krsl_acc", {"c": 0.0, "i": 0.0, "n": 0, "zeroed": 0})
@@ -520,7 +537,7 @@ def _trainer_class():
                 acc["n"] += 1
                 acc["zeroed"] += st_c["n_zeroed"] + st_i["n_zeroed"]
                 self.state.num_input_tokens_seen += int(att.sum())
-            return (loss, out) if return_outputs else loss
+            return (loss, {"logits": logits}) if return_outputs else loss
 
         def log(self, logs, *args, **kwargs):
             acc = self.__dict__.get("_krsl_acc")

@@ -15,7 +15,10 @@ Loss mask (``loss_mask``)
 Speed
     Batches are padded to their own longest example (dynamic padding) and drawn from
     length-grouped mega-batches (a seeded shuffle, then examples of similar length side by
-    side), so little compute goes to padding. On CPU: bf16 autocast where the CPU has native
+    side), so little compute goes to padding. The language-model head runs only where a token
+    carries loss, and the opening that every row of a batch shares (the system prompt and
+    the instruction) goes through the model once per batch, not once per row
+    (:func:`logits_at`). On CPU: bf16 autocast where the CPU has native
     bf16, no gradient checkpointing, one torch thread per available core, and LoRA dropout
     masks cut four at a time from 64-bit random draws (:class:`FastDropout`; same
     distribution). Non-padding tokens per second are recorded in ``metrics.json``.
@@ -370,13 +373,76 @@ class _StopAfter:
         return StopAfter()
 
 
+MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a second forward call
+
+
+def _recomputes_activations(model) -> bool:
+    flag = getattr(model, "is_activation_checkpointing", None)
+    if flag is None:  # transformers before v5 names it differently
+        flag = getattr(model, "is_gradient_checkpointing", False)
+    return bool(flag)
+
+
+def shared_prefix_len(model, input_ids, attention_mask, keep) -> int:
+    """How many leading tokens every row of the batch shares and :func:`logits_at` may run once
+    for the whole batch; 0 where sharing does not apply.
+
+    The shared tokens are the columns from position 0 that are equal and unpadded in every
+    row, cut so that no position in ``keep`` (whose logits are wanted) falls inside them. It
+    applies to batches of two or more rows whose common run is at least
+    ``MIN_SHARED_PREFIX`` tokens, on models that are not recomputing activations
+    (activation checkpointing would run the cache update twice).
+    """
+    import torch
+
+    b, n = input_ids.shape
+    if b < 2 or n < 2 or _recomputes_activations(model):
+        return 0
+    same = (input_ids == input_ids[:1]).all(dim=0)
+    if attention_mask is not None:
+        same &= attention_mask.bool().all(dim=0)
+    k = int(same.to(torch.int64).cumprod(dim=0).sum())
+    if keep is not None and keep.numel():
+        k = min(k, int(keep.min()))
+    k = min(k, n - 1)  # at least one token per row goes through the batched pass
+    return k if k >= MIN_SHARED_PREFIX else 0
+
+
+def logits_at(model, input_ids, attention_mask, keep):
+    """Logits ``[batch, len(keep), vocab]`` at the positions ``keep`` (a 1-D index tensor).
+
+    The language-model head runs only at ``keep``. Where the rows share a leading run of
+    tokens (the system prompt and the instruction that open every conversation:
+    :func:`shared_prefix_len`), that run goes through the model once, as a batch of one, and
+    its key/value cache is repeated for every row before the rest of the batch is run on
+    top of it: the same computation as the whole batch at once (gradients flow back
+    through the cache into the shared pass), with a quarter of the prefix's work at batch
+    size 4. Otherwise one plain forward call.
+    """
+    import torch
+
+    p = shared_prefix_len(model, input_ids, attention_mask, keep)
+    if p == 0:
+        return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep,
+                     use_cache=False).logits
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    model(input_ids=input_ids[:1, :p], attention_mask=None if attention_mask is None else attention_mask[:1, :p],
+          past_key_values=cache, use_cache=True, logits_to_keep=keep[:0])
+    cache.batch_repeat_interleave(input_ids.shape[0])
+    return model(input_ids=input_ids[:, p:], attention_mask=attention_mask, past_key_values=cache,
+                 use_cache=True, logits_to_keep=keep - p).logits
+
+
 def target_positions_loss(model, inputs, num_items_in_batch=None):
     """Token cross-entropy computed only where a label exists.
 
     The language-model head (576 x 49,152 for SmolLM2) and the softmax over the vocabulary
     are run only at the positions whose next token carries loss (``logits_to_keep``), not at
     every position of the batch. With ``loss_mask: completion`` that is the assistant target,
-    a fraction of each sequence, which saves a large part of a CPU training step; with
+    a fraction of each sequence, which saves a large part of a CPU training step, and the
+    prompt's opening tokens that all rows share run once per batch (:func:`logits_at`); with
     ``full`` it keeps every position and equals the model's own loss. The result is the same
     sum over labelled tokens divided by their count over the accumulated batch
     (``num_items_in_batch``), as transformers' default causal-LM loss.
@@ -387,9 +453,7 @@ def target_positions_loss(model, inputs, num_items_in_batch=None):
     labels = inputs["labels"]
     nxt = labels[:, 1:]                                     # position t predicts token t + 1
     keep = (nxt != -100).any(dim=0).nonzero().squeeze(-1)   # positions some row needs
-    fwd = {k: v for k, v in inputs.items() if k != "labels"}
-    out = model(**fwd, logits_to_keep=keep, use_cache=False)
-    logits = out.logits                                     # [batch, len(keep), vocab]
+    logits = logits_at(model, inputs["input_ids"], inputs.get("attention_mask"), keep)  # [batch, len(keep), vocab]
     target = nxt[:, keep]
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1),
                            ignore_index=-100, reduction="sum")
