@@ -130,6 +130,11 @@ def test_accuracy_lift_per_dataset():
     assert t[("babi", "vanilla")]["answer_em"] == 0.75 and t[("babi", "vanilla")]["lift"] == 0.5
     assert t[("babi", "correct")]["lift"] == 0.25 and t[("babi", "untrained")]["lift"] is None
     assert t[("babi", "krsl")]["lift"] == -0.25  # reported, not part of the criterion
+    # paired with the untrained student item by item: 3 gained, 1 lost, exact McNemar p = 2 * 5/16
+    v = t[("babi", "vanilla")]
+    assert (v["gained"], v["lost"]) == (3, 1) and v["p_mcnemar"] == 0.625
+    assert (t[("babi", "krsl")]["gained"], t[("babi", "krsl")]["lost"]) == (0, 1)
+    assert t[("babi", "untrained")]["p_mcnemar"] is None
     assert res["min_lift"] == 0.25 and res["met"] is True
     res = bench.accuracy_lift(items, lift_conditions=("vanilla", "correct", "krsl"), min_lift=0.25)
     assert res["met"] is False and any("krsl" in s for s in res["short_of_target"])

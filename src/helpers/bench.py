@@ -787,7 +787,15 @@ def accuracy_lift(items, lift_conditions: Sequence[str] = LIFT_CONDITIONS,
     """Answer EM per dataset (and model, seed) of the untrained student and of every
     fine-tuned condition in ``items`` (``results/<profile>/items.parquet``), the lift of each
     condition over the untrained student, and whether every condition of ``lift_conditions``
-    that was run lifts EM by at least ``min_lift`` on every dataset."""
+    that was run lifts EM by at least ``min_lift`` on every dataset.
+
+    Where ``items`` has an ``id`` column each condition is also paired with the untrained
+    student item by item: ``gained`` (items it gets right and the untrained student does
+    not), ``lost`` (the reverse) and McNemar's p for the difference (``helpers.stats``). With
+    a few dozen test items a lift of 10 points is a handful of items, and the p-value tells
+    whether that is more than chance."""
+    from . import stats
+
     need = {"dataset", "model", "condition", "seed", "answer_em"}
     missing = need - set(items.columns)
     if missing:
@@ -802,11 +810,20 @@ def accuracy_lift(items, lift_conditions: Sequence[str] = LIFT_CONDITIONS,
             problems_.append(f"{ds}/{model}: no untrained run")
             continue
         base = float(sub.loc["untrained", "mean"])
+        paired = None
+        if "id" in df.columns:
+            one = df[(df["dataset"] == ds) & (df["model"] == model)]
+            paired = one.pivot_table(index=["seed", "id"], columns="condition", values="answer_em", aggfunc="first")
         for cond, r in sub.iterrows():
             lift = None if cond == "untrained" else float(r["mean"]) - base
-            table.append({"dataset": ds, "model": model, "condition": cond, "n": int(r["size"]),
-                          "answer_em": _r(float(r["mean"]), 4), "untrained_em": _r(base, 4),
-                          "lift": _r(lift, 4)})
+            row = {"dataset": ds, "model": model, "condition": cond, "n": int(r["size"]),
+                   "answer_em": _r(float(r["mean"]), 4), "untrained_em": _r(base, 4), "lift": _r(lift, 4),
+                   "gained": None, "lost": None, "p_mcnemar": None}
+            if paired is not None and cond != "untrained":
+                both = paired[[cond, "untrained"]].dropna()
+                m = stats.mcnemar(both[cond].astype(bool), both["untrained"].astype(bool))
+                row.update(gained=m["x_only"], lost=m["y_only"], p_mcnemar=_r(m["p"], 4))
+            table.append(row)
             if cond in lift_conditions:
                 lifts.append(lift)
                 if lift < min_lift:
@@ -1326,9 +1343,14 @@ def render_md(rep: Mapping[str, Any]) -> str:
             acc = p.get("accuracy", {})
             if "table" in acc:
                 L += ["Answer EM, untrained student vs. each fine-tuned condition:", ""]
-                L += _table(["dataset", "model", "condition", "n", "answer EM", "untrained EM", "lift"],
-                            [[r["dataset"], r["model"], r["condition"], r["n"], r["answer_em"], r["untrained_em"], r["lift"]]
+                L += _table(["dataset", "model", "condition", "n", "answer EM", "untrained EM", "lift",
+                             "items gained / lost", "McNemar p"],
+                            [[r["dataset"], r["model"], r["condition"], r["n"], r["answer_em"], r["untrained_em"], r["lift"],
+                              "" if r.get("gained") is None else f"{r['gained']} / {r['lost']}", r.get("p_mcnemar")]
                              for r in acc["table"]])
+                L += ["Items gained / lost: test items the condition answers right and the untrained student "
+                      "does not, and the reverse; McNemar's p of that paired difference (with a few dozen "
+                      "items per dataset, one item moves EM by several points).", ""]
                 if acc.get("short_of_target"):
                     L += ["Short of the lift target: " + "; ".join(acc["short_of_target"]) + ".", ""]
             else:
