@@ -135,6 +135,7 @@ def test_accuracy_lift_per_dataset():
     assert (v["gained"], v["lost"]) == (3, 1) and v["p_mcnemar"] == 0.625
     assert (t[("babi", "krsl")]["gained"], t[("babi", "krsl")]["lost"]) == (0, 1)
     assert t[("babi", "untrained")]["p_mcnemar"] is None
+    assert (bench._p(0.00012), bench._p(0.0051), bench._p(None)) == ("<0.001", "0.0051", "")
     assert res["min_lift"] == 0.25 and res["met"] is True
     res = bench.accuracy_lift(items, lift_conditions=("vanilla", "correct", "krsl"), min_lift=0.25)
     assert res["met"] is False and any("krsl" in s for s in res["short_of_target"])

@@ -1210,6 +1210,13 @@ def _fmt(x: Any, nd: int = 2) -> str:
     return str(x)
 
 
+def _p(p: float | None) -> str:
+    """A p-value for a table: two significant digits, ``<0.001`` below that."""
+    if p is None:
+        return ""
+    return "<0.001" if p < 0.001 else f"{p:.2g}"
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
@@ -1346,7 +1353,7 @@ def render_md(rep: Mapping[str, Any]) -> str:
                 L += _table(["dataset", "model", "condition", "n", "answer EM", "untrained EM", "lift",
                              "items gained / lost", "McNemar p"],
                             [[r["dataset"], r["model"], r["condition"], r["n"], r["answer_em"], r["untrained_em"], r["lift"],
-                              "" if r.get("gained") is None else f"{r['gained']} / {r['lost']}", r.get("p_mcnemar")]
+                              "" if r.get("gained") is None else f"{r['gained']} / {r['lost']}", _p(r.get("p_mcnemar"))]
                              for r in acc["table"]])
                 L += ["Items gained / lost: test items the condition answers right and the untrained student "
                       "does not, and the reverse; McNemar's p of that paired difference (with a few dozen "
