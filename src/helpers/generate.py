@@ -96,12 +96,15 @@ def low_precision(model):
     return copy.deepcopy(model).to(want)
 
 
-def _prefix_cache(model, prefix: Sequence[int], batch: int):
-    """KV cache of ``prefix`` computed once and repeated for ``batch`` rows."""
+def _prefix_cache(model, prefix, batch: int):
+    """KV cache of ``prefix`` (token ids: a list or a 1-D tensor) computed once and repeated
+    for ``batch`` rows. Not run under ``no_grad``: in training, gradients flow back through
+    the cache (:func:`helpers.sft.logits_at`)."""
     import torch
 
     device = next(model.parameters()).device
-    out = model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True, **_forward_kwargs(model))
+    ids = torch.as_tensor(prefix, dtype=torch.long, device=device).reshape(1, -1)
+    out = model(input_ids=ids, use_cache=True, **_forward_kwargs(model))
     cache = out.past_key_values
     cache.batch_repeat_interleave(batch)
     return cache

@@ -521,11 +521,11 @@ def _trainer_class():
             att = torch.cat([inputs["attention_mask_c"], inputs["attention_mask_i"]], dim=0)
             # logits only where some sequence has a target (position t predicts token t + 1),
             # the opening every sequence shares run once (sft.logits_at)
-            y = torch.cat([inputs["labels_c"], inputs["labels_i"]], dim=0)[:, 1:]
-            w = torch.cat([inputs["weights_c"], inputs["weights_i"]], dim=0)[:, 1:]
-            keep = (y != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
+            labels = torch.cat([inputs["labels_c"], inputs["labels_i"]], dim=0)
+            w = torch.cat([inputs["weights_c"], inputs["weights_i"]], dim=0)
+            keep = sft.loss_positions(labels)
             logits = sft.logits_at(model, ids, att, keep)
-            y, w = y[:, keep], w[:, keep]
+            y, w = labels[:, 1:][:, keep], w[:, 1:][:, keep]
             thr = float(self.krsl_nll_threshold)
             loss_c, st_c = krsl_loss_at(logits[:b], y[:b], w[:b], inputs["n_target_c"], thr, return_stats=True)
             loss_i, st_i = krsl_loss_at(logits[b:], y[b:], w[b:], inputs["n_target_i"], thr, return_stats=True)

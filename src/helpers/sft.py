@@ -425,14 +425,17 @@ def logits_at(model, input_ids, attention_mask, keep):
     if p == 0:
         return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep,
                      use_cache=False).logits
-    from transformers import DynamicCache
+    from .generate import _prefix_cache
 
-    cache = DynamicCache(config=model.config)
-    model(input_ids=input_ids[:1, :p], attention_mask=None if attention_mask is None else attention_mask[:1, :p],
-          past_key_values=cache, use_cache=True, logits_to_keep=keep[:0])
-    cache.batch_repeat_interleave(input_ids.shape[0])
+    cache = _prefix_cache(model, input_ids[0, :p], input_ids.shape[0])  # the prefix is unpadded in every row
     return model(input_ids=input_ids[:, p:], attention_mask=attention_mask, past_key_values=cache,
                  use_cache=True, logits_to_keep=keep - p).logits
+
+
+def loss_positions(labels):
+    """The positions whose logits some row needs: ``t`` where ``labels[:, t + 1]`` carries
+    loss (position t predicts token t + 1), as a 1-D index tensor."""
+    return (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
 
 
 def target_positions_loss(model, inputs, num_items_in_batch=None):
@@ -452,7 +455,7 @@ def target_positions_loss(model, inputs, num_items_in_batch=None):
 
     labels = inputs["labels"]
     nxt = labels[:, 1:]                                     # position t predicts token t + 1
-    keep = (nxt != -100).any(dim=0).nonzero().squeeze(-1)   # positions some row needs
+    keep = loss_positions(labels)
     logits = logits_at(model, inputs["input_ids"], inputs.get("attention_mask"), keep)  # [batch, len(keep), vocab]
     target = nxt[:, keep]
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1),
