@@ -109,6 +109,116 @@ def test_stream_refills_slots_and_equals_one_at_a_time(tiny):
     assert single[got[0][0]]["n_new_tokens"] == min(first_three)
 
 
+def test_stream_prefills_in_length_groups_and_joins_them_at_once(tiny):
+    m, tok = tiny
+    head = "Answer the question based on the context below, and only return the answer.\n"
+    prompts = [it["prompt"].replace("<|im_start|>user\n", "<|im_start|>user\n" + head + "Q%d: " % i)
+               for i, it in enumerate(_items(tok) + _items(tok))]
+    rows = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    rows.sort(key=len, reverse=True)
+    stop = _stop_token(m, tok, rows, 12)
+    single = [generate.generate_rows(m, tok, [r], max_new_tokens=12, eos_token_id=stop)[0] for r in rows]
+    calls = []
+    hook = m.register_forward_pre_hook(lambda mod, args, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
+    try:  # a call costs nothing: every distinct prompt length is a group of its own
+        got = dict(generate.generate_stream(m, tok, rows, max_new_tokens=12, batch_size=6, refill_at=2,
+                                            eos_token_id=stop, prefill_call=0))
+    finally:
+        hook.remove()
+    assert [got[i] for i in range(len(rows))] == single
+    runs, streak = [], 0  # consecutive prefill calls: groups of one refill
+    for c in calls[1:]:
+        if c[1] > 1:
+            streak += 1
+        elif streak:
+            runs.append(streak)
+            streak = 0
+    assert max(runs) > 1  # a refill was split into groups, and the groups joined together
+    assert sum(c[0] for c in calls[1:] if c[1] > 1) == len(rows)
+
+
+def test_length_groups_are_the_cheapest_split():
+    import itertools
+
+    def cost(lengths, groups, per_call):
+        return sum((b - a) * lengths[a] + per_call for a, b in groups)
+
+    for lengths in ([9], [9, 9, 9], [40, 12, 11, 10, 10, 3], [30, 29, 20, 19, 5, 5, 4]):
+        for per_call in (0, 8, 100):
+            got = generate.length_groups(lengths, per_call)
+            n = len(lengths)
+            assert got[0][0] == 0 and got[-1][1] == n and all(a[1] == b[0] for a, b in zip(got, got[1:]))
+            best = min(cost(lengths, [(a, b) for a, b in zip((0,) + cuts, cuts + (n,))], per_call)
+                       for r in range(n) for cuts in itertools.combinations(range(1, n), r))
+            assert cost(lengths, got, per_call) == best
+    assert generate.length_groups([40, 12, 11, 10], 8) == [(0, 1), (1, 4)]  # the long one alone
+    assert generate.length_groups([40, 12, 11, 10], 1000) == [(0, 4)]
+    with pytest.raises(ValueError, match="longest-first"):
+        generate.length_groups([3, 5])
+
+
+def test_roomy_layer_grows_in_place_and_moves_rows():
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 2, 5, 4, generator=g), torch.randn(1, 2, 3, 4, generator=g)
+    layer = generate._roomy_layer_class()([a, b], [a + 1, b + 1], 5, room=4)
+    plain = DynamicLayer()
+    plain.update(torch.cat([a, generate._left_pad(b, 5, -2)]), torch.cat([a, generate._left_pad(b, 5, -2)]) + 1)
+    plain.values[2, :, :2] = 0  # the padding is zeros, not ones
+    assert torch.equal(layer.keys, plain.keys) and torch.equal(layer.values, plain.values)
+    buf = layer._k.data_ptr()
+    for _ in range(4):  # within its room a step writes one column in place
+        new = torch.randn(3, 2, 1, 4, generator=g)
+        got, exp = layer.update(new, -new), plain.update(new, -new)
+        assert torch.equal(got[0], exp[0]) and torch.equal(got[1], exp[1]) and layer._k.data_ptr() == buf
+    new = torch.randn(3, 2, 1, 4, generator=g)
+    layer.update(new, new)
+    plain.update(new, new)
+    assert layer._k.data_ptr() != buf and torch.equal(layer.keys, plain.keys)  # out of room: a new buffer
+    layer.move_rows([0], [2], 2)  # drop row 0: the last row moves into its slot
+    assert torch.equal(layer.keys, plain.keys[[2, 1]]) and torch.equal(layer.values, plain.values[[2, 1]])
+    cols = torch.ones(layer.keys.shape[-2], dtype=torch.bool)
+    cols[:2] = False
+    layer.move_rows([], [], 1, cols)  # keep one row, cut two columns
+    assert torch.equal(layer.keys, plain.keys[[2], :, 2:]) and torch.equal(layer.values, plain.values[[2], :, 2:])
+    layer.keys, layer.values = layer.keys[:, :, 1:], layer.values[:, :, 1:]  # assigned from outside
+    out = layer.update(new[:1], new[:1])
+    assert torch.equal(out[0], torch.cat([plain.keys[[2], :, 3:], new[:1]], -2))
+
+
+def test_decode_attention_matches_sdpa(tiny):
+    """One-token queries run as two matrix products over grouped heads (the tiny model has 4
+    query heads on 2 key/value heads): same logits as SDPA on a padded batch, same greedy."""
+    import copy
+
+    import torch
+
+    m, tok = tiny
+    assert m.config.num_attention_heads > m.config.num_key_value_heads
+    mm = copy.deepcopy(m)
+    mm.set_attn_implementation(generate._decode_attention())
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, len(tok) - 5, (3, 9), generator=g)
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[0, :4] = mask[2, :1] = 0
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        logits = []
+        for model in (m, mm):
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+            nxt = out.logits[:, -1:].argmax(-1)
+            step = model(input_ids=nxt, attention_mask=torch.cat([mask, mask[:, :1] * 0 + 1], 1),
+                         position_ids=pos[:, -1:] + 1, past_key_values=out.past_key_values, use_cache=True)
+            logits.append(step.logits)
+    assert torch.allclose(logits[0], logits[1], atol=1e-5, rtol=1e-4)
+    rows = [tok(it["prompt"], add_special_tokens=False)["input_ids"] for it in _items(tok)]
+    a = list(generate.generate_stream(m, tok, rows, max_new_tokens=8, batch_size=4))
+    b = list(generate.generate_stream(mm, tok, rows, max_new_tokens=8, batch_size=4))
+    assert a == b
+
+
 def test_stream_without_shared_prefix_and_fallback(tiny, monkeypatch):
     m, tok = tiny
     rows = [tok(it["prompt"], add_special_tokens=False)["input_ids"] for it in _items(tok)]
@@ -148,6 +258,9 @@ def test_low_precision_copy_leaves_the_model_alone(tiny):
     want = models.device_settings("cpu")["autocast_dtype"]
     assert next(lp.parameters()).dtype == (want or torch.float32)
     assert (lp is m) == (want is None)
+    assert m.config._attn_implementation == "sdpa"
+    if want is not None:  # the copy decodes with the two-product attention
+        assert lp.config._attn_implementation == generate.DECODE_ATTENTION
 
 
 def test_resumes_and_regenerates_changed_prompts(tiny, tmp_path):

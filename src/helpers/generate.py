@@ -93,7 +93,51 @@ def low_precision(model):
     want = device_settings(dev)["autocast_dtype"]
     if want is None or p.dtype != torch.float32:
         return model
-    return copy.deepcopy(model).to(want)
+    lp = copy.deepcopy(model).to(want)
+    if dev == "cpu":
+        base = lp.get_base_model() if hasattr(lp, "get_base_model") else lp
+        if base.config._attn_implementation == "sdpa":
+            base.set_attn_implementation(_decode_attention())
+    return lp
+
+
+DECODE_ATTENTION = "sdpa_matmul_decode"
+
+
+def _decode_attention() -> str:
+    """Register (once) and name an attention that is SDPA except for one-token queries
+    (decoding), which run as two small matrix products over the grouped key/value heads:
+    on a CPU, SDPA's flash kernel takes about 1 ms per layer for a 32-row decoding step that
+    the two products do in a third of it. Scores are softmaxed in fp32; masks are SDPA's."""
+    import torch
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    if DECODE_ATTENTION in AttentionInterface._global_mapping:
+        return DECODE_ATTENTION
+
+    def attend(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+        B, H, q_len, D = query.shape
+        if q_len != 1 or dropout or kwargs.get("softcap") is not None or kwargs.get("position_bias") is not None \
+                or kwargs.get("output_attentions") or key.shape[-1] != value.shape[-1] or H % key.shape[1]:
+            return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                          scaling=scaling, **kwargs)
+        kv = key.shape[1]
+        q = query.reshape(B, kv, H // kv, D)  # head h uses key/value head h // (H // kv)
+        # keys times queries, not queries times transposed keys: the keys are a view into a
+        # buffer with spare room, and the transposed product would copy them first
+        scores = torch.matmul(key, q.transpose(-1, -2)).transpose(-1, -2).float()
+        scores = scores * (D ** -0.5 if scaling is None else scaling)
+        if attention_mask is not None:  # (B, 1, 1, L): True / 0.0 where a row may attend
+            scores = scores.masked_fill(~attention_mask, float("-inf")) if attention_mask.dtype == torch.bool \
+                else scores + attention_mask.float()
+        out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # (B, kv, H // kv, D)
+        return out.reshape(B, 1, H, D), None
+
+    AttentionInterface.register(DECODE_ATTENTION, attend)
+    AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
+    return DECODE_ATTENTION
 
 
 def _prefix_cache(model, prefix, batch: int):
@@ -180,7 +224,7 @@ def _plain_layers(cache) -> list | None:
     from transformers.cache_utils import DynamicLayer
 
     layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+    if not layers or any(type(layer) not in (DynamicLayer, _roomy_layer_class()) for layer in layers):
         return None
     return list(layers)
 
@@ -197,9 +241,104 @@ def _left_pad(t, length: int, dim: int):
     return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
+ROOM = 64  # spare cache columns a running batch keeps for the tokens still to come
+TRIM = 0.125  # share of cache columns that are padding for every row at which they are cut out
+
+_ROOMY = None
+
+
+def _roomy_layer_class():
+    """:class:`transformers.cache_utils.DynamicLayer` with spare room (defined on first use, so
+    importing this module does not import transformers)."""
+    global _ROOMY
+    if _ROOMY is not None:
+        return _ROOMY
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    class RoomyLayer(DynamicLayer):
+        """A growing key/value layer whose ``keys`` and ``values`` are views into buffers with
+        spare columns: a decoding step writes its new column in place, where the plain layer
+        copies the whole cache (``torch.cat``) at every token; a finished row is dropped by
+        moving one row into its slot (:meth:`move_rows`). Built from groups of rows, each
+        left-padded with zeros to ``length`` columns. ``keys``/``values`` may still be
+        assigned from outside: the next update then moves them into fresh buffers."""
+
+        def __init__(self, keys: list, values: list, length: int, room: int = ROOM):
+            super().__init__()
+            self.dtype, self.device, self.is_initialized, self.room = keys[0].dtype, keys[0].device, True, room
+            self._k, self._v = (self._stack(parts, length) for parts in (keys, values))
+            self._show(self._k.shape[0], length)
+
+        def _stack(self, parts: list, length: int):
+            first = parts[0]
+            buf = first.new_zeros(sum(p.shape[0] for p in parts), *first.shape[1:-2], length + self.room,
+                                  first.shape[-1])
+            r = 0
+            for p in parts:
+                buf[r:r + p.shape[0], ..., length - p.shape[-2]:length, :] = p
+                r += p.shape[0]
+            return buf
+
+        def _show(self, rows: int, n: int) -> None:
+            self.keys, self.values = self._view = (self._k[:rows, ..., :n, :], self._v[:rows, ..., :n, :])
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            n, m = self.keys.shape[-2], key_states.shape[-2]
+            if self._view[0] is not self.keys or self._view[1] is not self.values or n + m > self._k.shape[-2]:
+                self.room = max(self.room, m)
+                self._k, self._v = self._stack([self.keys], n), self._stack([self.values], n)
+            rows = key_states.shape[0]
+            self._k[:rows, ..., n:n + m, :], self._v[:rows, ..., n:n + m, :] = key_states, value_states
+            self._show(rows, n + m)
+            return self.keys, self.values
+
+        def move_rows(self, dst: list[int], src: list[int], rows: int, cols=None) -> None:
+            """Copy rows ``src`` into slots ``dst`` and keep the first ``rows``; with ``cols``
+            (a boolean mask over the columns), keep only those columns (a full copy)."""
+            n = self.keys.shape[-2]
+            if dst:
+                d, s_ = torch.tensor(dst, device=self.device), torch.tensor(src, device=self.device)
+                self._k[d, ..., :n, :], self._v[d, ..., :n, :] = self._k[s_, ..., :n, :], self._v[s_, ..., :n, :]
+            self._show(rows, n)
+            if cols is not None:
+                n = int(cols.sum())
+                self._k = self._stack([self.keys[..., cols, :]], n)
+                self._v = self._stack([self.values[..., cols, :]], n)
+                self._show(rows, n)
+
+    _ROOMY = RoomyLayer
+    return _ROOMY
+
+
+PREFILL_CALL = 64  # a separate prefill call is worth this many padded token slots
+
+
+def length_groups(lengths: Sequence[int], per_call: int = PREFILL_CALL) -> list[tuple[int, int]]:
+    """Split prompts sorted longest-first into consecutive groups ``[a, b)``, each prefilled as
+    one left-padded batch, so that padded slots (a group's size times its longest prompt) plus
+    ``per_call`` per group are fewest (dynamic programming over the cut points). One long
+    prompt no longer pads every other row of its batch to its length."""
+    n = len(lengths)
+    if any(lengths[i] < lengths[i + 1] for i in range(n - 1)):
+        raise ValueError("lengths must be sorted longest-first")
+    best, cut = [0] + [None] * n, [0] * (n + 1)
+    for b in range(1, n + 1):
+        for a in range(b):
+            cost = best[a] + (b - a) * lengths[a] + per_call
+            if best[b] is None or cost < best[b]:
+                best[b], cut[b] = cost, a
+    groups, b = [], n
+    while b:
+        groups.append((cut[b], b))
+        b = cut[b]
+    return groups[::-1]
+
+
 class _Running:
-    """The rows being decoded: one KV cache, its attention mask, each row's next position
-    and next input token, and what each row has generated so far."""
+    """The rows being decoded: one KV cache (its layers have room to grow, so a step does not
+    copy it), its attention mask, each row's next position and next input token, and what
+    each row has generated so far."""
 
     def __init__(self):
         self.cache = None
@@ -212,62 +351,75 @@ class _Running:
     def __len__(self):
         return len(self.index)
 
-    def join(self, cache, mask, last, index) -> None:
-        """Add freshly prefilled rows (their cache, mask, first generated token and row
-        numbers); both caches are left-padded (masked zeros) to a common length: a row's keys
-        carry their rotary positions, so where the padding sits does not matter."""
+    def join(self, parts) -> None:
+        """Add freshly prefilled groups of rows (each: its cache, mask, first generated tokens
+        and row numbers) in one copy; all caches are left-padded (masked zeros) to a common
+        length: a row's keys carry their rotary positions, so where the padding sits does not
+        matter."""
         import torch
 
-        pos, tokens = mask.sum(-1), [[t] for t in last.tolist()]
-        if not self.index:
-            self.cache, self.mask, self.pos, self.last = cache, mask, pos, last
-            self.index, self.tokens = list(index), tokens
-            return
-        T = max(self.mask.shape[1], mask.shape[1])
-        for mine, theirs in zip(_plain_layers(self.cache), _plain_layers(cache)):
-            mine.keys = torch.cat([_left_pad(mine.keys, T, -2), _left_pad(theirs.keys, T, -2)])
-            mine.values = torch.cat([_left_pad(mine.values, T, -2), _left_pad(theirs.values, T, -2)])
-        self.mask = torch.cat([_left_pad(self.mask, T, 1), _left_pad(mask, T, 1)])
-        self.pos = torch.cat([self.pos, pos])
-        self.last = torch.cat([self.last, last])
-        self.index += list(index)
-        self.tokens += tokens
+        caches, masks, lasts = ([part[j] for part in parts] for j in range(3))
+        pos = [m.sum(-1) for m in masks]
+        if self.index:  # the running rows stay first
+            caches, masks = [self.cache] + caches, [self.mask] + masks
+            lasts, pos = [self.last] + lasts, [self.pos] + pos
+        T = max(m.shape[1] for m in masks)
+        Roomy = _roomy_layer_class()
+        self.cache = caches[0]
+        self.cache.layers = [Roomy([layer.keys for layer in group], [layer.values for layer in group], T)
+                             for group in zip(*(_plain_layers(c) for c in caches))]
+        self.mask = torch.cat([_left_pad(m, T, 1) for m in masks])
+        self.pos, self.last = torch.cat(pos), torch.cat(lasts)
+        for _, _, last, index in parts:
+            self.index += list(index)
+            self.tokens += [[t] for t in last.tolist()]
 
     def keep(self, rows: list[int]) -> None:
-        """Keep only ``rows`` (positions in the batch), and drop cache columns that are
-        padding for every row kept."""
+        """Keep only ``rows`` (positions in the batch): the last rows kept move into the
+        slots of the rows dropped (row order does not matter), so only as many rows are
+        copied as were dropped. Cache columns that are padding for every row kept are cut out
+        once they are a ``TRIM`` share of the cache (that copies it whole)."""
         import torch
 
         if not rows:
             self.__init__()
             return
-        sel = torch.tensor(rows, device=self.mask.device, dtype=torch.long)
-        cols = self.mask.index_select(0, sel).bool().any(0)
-        trim = not bool(cols.all())
-        for layer in _plain_layers(self.cache):
-            k, v = layer.keys.index_select(0, sel), layer.values.index_select(0, sel)
-            layer.keys, layer.values = (k[:, :, cols], v[:, :, cols]) if trim else (k, v)
+        n = len(rows)
+        kept = set(rows)
+        holes = [j for j in range(n) if j not in kept]
+        movers = [j for j in rows if j >= n]
+        order = list(range(n))
+        for h, m in zip(holes, movers):
+            order[h] = m
+        sel = torch.tensor(order, device=self.mask.device, dtype=torch.long)
         self.mask = self.mask.index_select(0, sel)
+        cols = self.mask.bool().any(0)
+        trim = int((~cols).sum()) >= TRIM * cols.numel()
+        for layer in _plain_layers(self.cache):
+            layer.move_rows(holes, movers, n, cols if trim else None)
         if trim:
             self.mask = self.mask[:, cols]
         self.pos, self.last = self.pos.index_select(0, sel), self.last.index_select(0, sel)
-        self.index = [self.index[i] for i in rows]
-        self.tokens = [self.tokens[i] for i in rows]
+        self.index = [self.index[i] for i in order]
+        self.tokens = [self.tokens[i] for i in order]
 
 
 def generate_stream(model, tok, rows: Sequence[Sequence[int]], *, max_new_tokens: int, batch_size: int = 16,
                     share_prefix: bool = True, min_prefix: int = 8, refill_at: int | None = None,
-                    eos_token_id: int | None = None):
+                    eos_token_id: int | None = None, prefill_call: int = PREFILL_CALL):
     """Greedy continuations of tokenised prompts, decoded ``batch_size`` at a time with the
     slots of finished rows refilled: yields ``(i, result)`` as soon as row ``i`` ends (EOS
     or ``max_new_tokens``), so a short answer never waits for the longest in its batch.
 
     Rows enter in the order given (callers sort them longest-first). The token prefix all
-    rows share is run once; a group of waiting rows is prefilled after a copy of its cache
-    (``[prefix | padding | own tokens]``, positions from the mask) and joins the running
-    batch whenever ``refill_at`` slots are free (default a quarter of the batch) or the batch
-    has run dry. Each row sees exactly the tokens and positions it would see alone; padding
-    is masked. Results: prediction, n_new_tokens (EOS included), finished (EOS reached);
+    rows share is run once. Whenever ``refill_at`` slots are free (default a quarter of the
+    batch) or the batch has run dry, waiting rows fill them: they are prefilled after copies
+    of the prefix's cache (``[prefix | padding | own tokens]``, positions from the mask) in
+    groups of similar length (:func:`length_groups`, ``prefill_call``), and all groups join
+    the running batch in one copy. The running cache has room to grow, so a decoding step
+    writes one column instead of copying the cache. Each row sees exactly the tokens and
+    positions it would see alone; padding is masked. Results: prediction, n_new_tokens (EOS
+    included), finished (EOS reached);
     ``eos_token_id``: the token that ends a row (default the tokenizer's EOS).
     Models whose cache is not a plain growing one (sliding windows) fall back to one
     :func:`generate_rows` batch at a time.
@@ -307,19 +459,22 @@ def generate_stream(model, tok, rows: Sequence[Sequence[int]], *, max_new_tokens
         rows that ended, with their results, leave the batch."""
         free = batch_size - len(run)
         if queue and (free >= refill_at or not len(run)):
-            new = [queue.pop() for _ in range(min(free, len(queue)))]
-            own = [rows[i][k:] for i in new]
-            L = max(len(o) for o in own)
-            ids = torch.tensor([[pad] * (L - len(o)) + o for o in own], device=device)
-            mask = torch.tensor([[1] * k + [0] * (L - len(o)) + [1] * len(o) for o in own], device=device)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, k:]
-            cache = None
-            if k:
-                cache = copy.deepcopy(prefix)
-                cache.batch_repeat_interleave(len(new))
-            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                        use_cache=True, **kw)
-            run.join(out.past_key_values, mask, out.logits[:, -1].argmax(-1), new)
+            new = sorted((queue.pop() for _ in range(min(free, len(queue)))), key=lambda i: -len(rows[i]))
+            parts = []
+            for a, b in length_groups([len(rows[i]) - k for i in new], prefill_call):
+                own = [rows[i][k:] for i in new[a:b]]
+                L = max(len(o) for o in own)
+                ids = torch.tensor([[pad] * (L - len(o)) + o for o in own], device=device)
+                mask = torch.tensor([[1] * k + [0] * (L - len(o)) + [1] * len(o) for o in own], device=device)
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, k:]
+                cache = None
+                if k:
+                    cache = copy.deepcopy(prefix)
+                    cache.batch_repeat_interleave(len(own))
+                out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                            use_cache=True, **kw)
+                parts.append((out.past_key_values, mask, out.logits[:, -1].argmax(-1), new[a:b]))
+            run.join(parts)
         else:
             run.mask = torch.cat([run.mask, run.mask.new_ones(len(run), 1)], 1)
             out = model(input_ids=run.last[:, None], attention_mask=run.mask, position_ids=run.pos[:, None],
