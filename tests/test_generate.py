@@ -37,6 +37,26 @@ def _items(tok, n=6):
         [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)} for i, q in enumerate(qs[:n])]
 
 
+HEAD = "Answer the question based on the context below, and only return the answer.\n"
+
+
+def _headed_rows(tok):
+    """Twelve tokenised prompts that open with the same instruction, each then numbered."""
+    prompts = [it["prompt"].replace("<|im_start|>user\n", "<|im_start|>user\n" + HEAD + "Q%d: " % i)
+               for i, it in enumerate(_items(tok) + _items(tok))]
+    return [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+
+def _with_input_shapes(m, run):
+    """``run()``'s result and the input shape of every forward call ``m`` made during it."""
+    calls = []
+    hook = m.register_forward_pre_hook(lambda mod, args, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
+    try:
+        return run(), calls
+    finally:
+        hook.remove()
+
+
 def test_batched_equals_one_at_a_time(tiny, tmp_path):
     m, tok = tiny
     items = _items(tok)
@@ -49,18 +69,13 @@ def test_batched_equals_one_at_a_time(tiny, tmp_path):
 
 def test_shared_prefix_is_computed_once_and_changes_nothing(tiny):
     m, tok = tiny
-    head = "Answer the question based on the context below, and only return the answer.\n"
-    prompts = [it["prompt"].replace("<|im_start|>user\n", "<|im_start|>user\n" + head) for it in _items(tok)]
+    prompts = [it["prompt"].replace("<|im_start|>user\n", "<|im_start|>user\n" + HEAD) for it in _items(tok)]
     rows = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     k = generate.shared_prefix_len(rows)
-    assert k >= len(tok(head, add_special_tokens=False)["input_ids"])
+    assert k >= len(tok(HEAD, add_special_tokens=False)["input_ids"])
     assert all(r[:k] == rows[0][:k] for r in rows) and len({r[k] for r in rows if len(r) > k}) > 1
-    calls = []
-    hook = m.register_forward_pre_hook(lambda mod, args, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
-    try:
-        shared = generate.generate_batch(m, tok, prompts, max_new_tokens=10, share_prefix=True)
-    finally:
-        hook.remove()
+    shared, calls = _with_input_shapes(
+        m, lambda: generate.generate_batch(m, tok, prompts, max_new_tokens=10, share_prefix=True))
     assert calls[0] == (1, k)  # the prefix, once, for the whole batch
     assert calls[1] == (len(prompts), max(len(r) for r in rows) - k)  # then only each prompt's own tokens
     plain = generate.generate_batch(m, tok, prompts, max_new_tokens=10, share_prefix=False)
@@ -83,20 +98,12 @@ def _stop_token(m, tok, rows, n):
 
 def test_stream_refills_slots_and_equals_one_at_a_time(tiny):
     m, tok = tiny
-    head = "Answer the question based on the context below, and only return the answer.\n"
-    prompts = [it["prompt"].replace("<|im_start|>user\n", "<|im_start|>user\n" + head + "Q%d: " % i)
-               for i, it in enumerate(_items(tok) + _items(tok))]
-    rows = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    rows = _headed_rows(tok)
     stop = _stop_token(m, tok, rows, 12)
     single = [generate.generate_rows(m, tok, [r], max_new_tokens=12, eos_token_id=stop)[0] for r in rows]
     assert len({s["n_new_tokens"] for s in single}) >= 3 and any(s["finished"] for s in single)
-    calls = []
-    hook = m.register_forward_pre_hook(lambda mod, args, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
-    try:
-        got = list(generate.generate_stream(m, tok, rows, max_new_tokens=12, batch_size=3, refill_at=1,
-                                            eos_token_id=stop))
-    finally:
-        hook.remove()
+    got, calls = _with_input_shapes(m, lambda: list(generate.generate_stream(
+        m, tok, rows, max_new_tokens=12, batch_size=3, refill_at=1, eos_token_id=stop)))
     assert sorted(i for i, _ in got) == list(range(len(rows)))
     assert [dict(got)[i] for i in range(len(rows))] == single
     k = generate.shared_prefix_len(rows)
@@ -111,20 +118,12 @@ def test_stream_refills_slots_and_equals_one_at_a_time(tiny):
 
 def test_stream_prefills_in_length_groups_and_joins_them_at_once(tiny):
     m, tok = tiny
-    head = "Answer the question based on the context below, and only return the answer.\n"
-    prompts = [it["prompt"].replace("<|im_start|>user\n", "<|im_start|>user\n" + head + "Q%d: " % i)
-               for i, it in enumerate(_items(tok) + _items(tok))]
-    rows = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    rows.sort(key=len, reverse=True)
+    rows = sorted(_headed_rows(tok), key=len, reverse=True)
     stop = _stop_token(m, tok, rows, 12)
     single = [generate.generate_rows(m, tok, [r], max_new_tokens=12, eos_token_id=stop)[0] for r in rows]
-    calls = []
-    hook = m.register_forward_pre_hook(lambda mod, args, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
-    try:  # a call costs nothing: every distinct prompt length is a group of its own
-        got = dict(generate.generate_stream(m, tok, rows, max_new_tokens=12, batch_size=6, refill_at=2,
-                                            eos_token_id=stop, prefill_call=0))
-    finally:
-        hook.remove()
+    # a call costs nothing: every distinct prompt length is a group of its own
+    got, calls = _with_input_shapes(m, lambda: dict(generate.generate_stream(
+        m, tok, rows, max_new_tokens=12, batch_size=6, refill_at=2, eos_token_id=stop, prefill_call=0)))
     assert [got[i] for i in range(len(rows))] == single
     runs, streak = [], 0  # consecutive prefill calls: groups of one refill
     for c in calls[1:]:
