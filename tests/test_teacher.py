@@ -113,7 +113,9 @@ def _make_handler(state: _State):
 
 
 @pytest.fixture
-def server():
+def server(monkeypatch):
+    for var in ("NO_PROXY", "no_proxy"):  # a proxy set in the environment must not catch 127.0.0.1
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
     state = _State()
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(state))
     srv.daemon_threads = True
@@ -543,3 +545,72 @@ def test_fact_citation():
     s = TC.citation_summary(c).set_index("category")
     assert s.loc["all", "n"] == 3 and s.loc["all", "mean_share"] == pytest.approx(1 / 3)
     assert s.loc["overlap", "all_cited"] == 0.0
+
+
+def test_cost_limit_stops_new_calls(server, tmp_path, monkeypatch):
+    url, state = server
+    monkeypatch.setenv("TEACHER_TEST_KEY", "k")
+    probs = pd.DataFrame([_babi(i, f"Where is Mary? v{i}") for i in range(6)])
+    per_call = PRICES.cost(TC._usage(USAGE))
+    out, stats = TC.run_teacher(probs, "babi", _api(url, concurrency=1), tmp_path / "c.jsonl",
+                                max_cost_usd=2.5 * per_call)
+    assert out["status"].tolist() == ["ok"] * 3 + ["over_budget"] * 3
+    assert stats.called == 3 and sum(state.hits.values()) == 3
+    assert stats.cost_usd == pytest.approx(3 * per_call)
+    out, stats = TC.run_teacher(probs, "babi", _api(url, concurrency=1), tmp_path / "c.jsonl")  # continues
+    assert (out["status"] == "ok").all() and stats.cached == 3 and stats.called == 3
+    with pytest.raises(ValueError, match="prices"):
+        TC.run_teacher(probs, "babi", _api(url, prices=None), None, max_cost_usd=1.0)
+
+
+def test_make_backend_from_profile(tmp_path):
+    assert TC.make_backend(None) is None and TC.make_backend({}) is None
+    b = TC.make_backend({"backend": "api", "base_url": "https://api.deepseek.com", "model": "deepseek-reasoner",
+                         "api_key_env": "DEEPSEEK_API_KEY", "concurrency": 4, "request": {"max_tokens": 8192},
+                         "prices": "deepseek-reasoner@2025-02"})
+    assert isinstance(b, TC.OpenAIBackend) and b.concurrency == 4 and b.prices.output == 2.19
+    assert b.params() == {"max_tokens": 8192}
+    b = TC.make_backend({"backend": "api", "base_url": "http://localhost:11434/v1", "model": "qwen3:1.7b",
+                         "api_key_env": None, "prices": {"input": 0.0, "output": 0.0}})
+    assert b.prices.cost({"prompt_tokens": 10, "completion_tokens": 10}) == 0.0
+    assert isinstance(TC.make_backend({"backend": "local", "model": "tiny", "max_new_tokens": 8}), TC.LocalBackend)
+    with pytest.raises(ValueError, match="concurency"):
+        TC.make_backend({"backend": "api", "base_url": "u", "model": "m", "concurency": 3})
+    with pytest.raises(ValueError, match="unknown price table"):
+        TC.make_backend({"backend": "api", "base_url": "u", "model": "m", "prices": "gpt-99"})
+    with pytest.raises(ValueError, match="backend"):
+        TC.make_backend({"backend": "openai", "model": "m"})
+    with pytest.raises(FileNotFoundError):
+        TC.make_backend({"backend": "file", "path": str(tmp_path / "none.jsonl")})
+    (tmp_path / "babi_teacher.jsonl").write_text(json.dumps({"id": "a", "trace": "t", "answer": "x"}) + "\n")
+    fb = TC.make_backend({"backend": "file", "path": str(tmp_path / "{dataset}_teacher.jsonl")}, dataset="babi")
+    assert isinstance(fb, TC.FileBackend) and set(fb.lines) == {"a"}
+    with pytest.raises(ValueError, match="dataset"):
+        TC.make_backend({"backend": "file", "path": str(tmp_path / "{dataset}_teacher.jsonl")})
+
+
+def test_synthetic_teacher_through_the_file_backend(tmp_path):
+    """The smoke profile's path: a synthetic trace file -> file backend -> teacher set ->
+    resplit -> every teacher condition."""
+    probs = pd.DataFrame([_ct(i, c) for c in ("equal", "overlap") for i in range(10)])
+    lines = TC.synthetic_teacher(probs, "cotempqa", seed=0, wrong_share=0.3)
+    assert lines.equals(TC.synthetic_teacher(probs, "cotempqa", seed=0, wrong_share=0.3))
+    path = TC.write_trace_file(lines, tmp_path / "teacher.jsonl")
+    b = TC.FileBackend(path)
+    out, stats = TC.run_teacher(probs, "cotempqa", b, None)
+    assert stats.status == Counter({"ok": 20})
+    scored = TC.score_teacher(probs, out, "cotempqa")
+    wrong = lines["answer"] == TC.SYNTHETIC_WRONG_ANSWER
+    assert 0 < wrong.sum() < 20
+    assert scored["teacher_em"].tolist() == (~wrong).tolist()
+    tset = TC.resplit(TC.teacher_set(scored))
+    assert len(tset) == 20 - wrong.sum()
+    assert TC.fact_citation(tset)["all_cited"].all()
+    summ, _ = TC.run_summaries(tset.rename(columns={"teacher_trace": "trace"}), b, None, dataset="cotempqa")
+    post, _ = TC.run_posthoc(tset, "cotempqa", b, None)
+    tset = tset.assign(teacher_summary=summ["text"].tolist(), teacher_posthoc=post["text"].tolist())
+    train = tset[tset["split"] == "train"]
+    for cond in TC.TEACHER_CONDITIONS:
+        ex = TC.build_teacher_condition(train, "cotempqa", cond, seed=0)
+        assert len(ex) == len(train)
+        assert all(parse_output(a, "cotempqa").answer == "Red Party" for a in ex["assistant"])

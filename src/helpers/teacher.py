@@ -37,7 +37,7 @@ The call cache
 
 Failure classes (``status``; ``ok`` when usable), counted per run, never used as data:
     transport: ``rate_limited``, ``timeout``, ``connection_error``, ``http_error``,
-    ``malformed_body``; file: ``missing`` (no line for the id), ``malformed_line`` (its line
+    ``malformed_body``, ``over_budget`` (not called: the run's cost limit was reached); file: ``missing`` (no line for the id), ``malformed_line`` (its line
     did not parse or lacked a field), ``duplicate_id`` (the id's later lines; the first is
     used); content (teacher requests): ``empty_response`` (neither trace nor content),
     ``unclosed_think`` (a ``<think>`` block never closed: cut by the token limit),
@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import threading
@@ -75,7 +74,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, wait, FIRST_EXCEPTION
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,7 +95,8 @@ TEACHER_CONDITIONS = ("teacher", "teacher_summary", "teacher_posthoc", "teacher_
 RESTRICTED_CONDITIONS = ("vanilla", "correct", "incorrect")
 
 STATUS_OK = "ok"
-TRANSPORT_FAILURES = ("rate_limited", "timeout", "connection_error", "http_error", "malformed_body")
+TRANSPORT_FAILURES = ("rate_limited", "timeout", "connection_error", "http_error", "malformed_body",
+                      "over_budget")
 FILE_FAILURES = ("missing", "malformed_line", "duplicate_id")
 CONTENT_FAILURES = ("empty_response", "unclosed_think", "empty_trace", "no_answer", "empty_text")
 FAILURE_CLASSES = TRANSPORT_FAILURES + FILE_FAILURES + CONTENT_FAILURES
@@ -330,8 +330,10 @@ class Backend:
     def key(self, req: Request) -> str:
         return call_key(self.identity, self.model, req.messages, self.params())
 
-    def run(self, reqs: Sequence[Request], done: Callable[[int, dict[str, Any]], None]) -> None:
-        """Answer ``reqs``, calling ``done(i, record)`` as each completes (any thread)."""
+    def run(self, reqs: Sequence[Request], done: Callable[[int, dict[str, Any]], None],
+            stop: Callable[[], bool] | None = None) -> None:
+        """Answer ``reqs``, calling ``done(i, record)`` as each completes (any thread).
+        ``stop()``: checked before each paid call; True answers the call ``over_budget``."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -477,7 +479,8 @@ class OpenAIBackend(Backend):
         rec.update(attempts=attempt + 1, seconds=round(time.perf_counter() - t0, 3))
         return rec
 
-    def run(self, reqs: Sequence[Request], done: Callable[[int, dict[str, Any]], None]) -> None:
+    def run(self, reqs: Sequence[Request], done: Callable[[int, dict[str, Any]], None],
+            stop: Callable[[], bool] | None = None) -> None:
         import httpx
 
         if not reqs:
@@ -485,8 +488,16 @@ class OpenAIBackend(Backend):
         headers = self._headers()
         client = self._client or httpx.Client(limits=httpx.Limits(max_connections=self.concurrency))
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="teacher")
+
+        def one(i: int) -> None:
+            if stop is not None and stop():
+                done(i, {"error_class": "over_budget", "error": "the run's cost limit was reached before this call",
+                         "attempts": 0, "seconds": 0.0})
+            else:
+                done(i, self.call(client, headers, reqs[i]))
+
         try:
-            futs = [pool.submit(lambda i=i: done(i, self.call(client, headers, reqs[i]))) for i in range(len(reqs))]
+            futs = [pool.submit(one, i) for i in range(len(reqs))]
             finished, _ = wait(futs, return_when=FIRST_EXCEPTION)
             for f in finished:
                 if f.exception() is not None:
@@ -550,7 +561,8 @@ class LocalBackend(Backend):
             raise TypeError(f"apply_chat_template returned {type(text).__name__}, expected str")
         return text
 
-    def run(self, reqs: Sequence[Request], done: Callable[[int, dict[str, Any]], None]) -> None:
+    def run(self, reqs: Sequence[Request], done: Callable[[int, dict[str, Any]], None],
+            stop: Callable[[], bool] | None = None) -> None:
         from .generate import generate_stream, low_precision
 
         if not reqs:
@@ -622,7 +634,8 @@ class FileBackend(Backend):
                 continue
             self.lines[rec["id"]] = rec
 
-    def run(self, reqs: Sequence[Request], done: Callable[[int, dict[str, Any]], None]) -> None:
+    def run(self, reqs: Sequence[Request], done: Callable[[int, dict[str, Any]], None],
+            stop: Callable[[], bool] | None = None) -> None:
         for i, r in enumerate(reqs):
             line = self.lines.get(r.id)
             if line is None:
@@ -669,16 +682,20 @@ class RunStats:
 
 def run_requests(backend: Backend, reqs: Sequence[Request], cache: CallCache | str | Path | None = None, *,
                  dataset: str, refresh_failed: bool = False, answer_rule: str = "strict",
-                 failure_log: str | Path | None = None) -> tuple[pd.DataFrame, RunStats]:
+                 failure_log: str | Path | None = None,
+                 max_cost_usd: float | None = None) -> tuple[pd.DataFrame, RunStats]:
     """Answer every request (cache first, then the backend) and interpret the answers.
 
     Returns one row per request, in order: ``id, task, status, trace, answer, text, cached,
     key, finish_reason, prompt_tokens, completion_tokens, reasoning_tokens, cost_usd,
-    error`` and the run's :class:`RunStats`. Backend calls that produced a response are
+    error`` (token and cost columns for cached rows too: their sums are what the whole
+    stage cost so far) and the run's :class:`RunStats` (this run's new calls only). Backend calls that produced a response are
     appended to the cache as they complete; transport failures are not (the next run retries
     them). ``refresh_failed``: call again for cached responses whose interpretation is a
     failure (empty trace, no answer...). ``failure_log``: a JSON-lines file that receives
-    every failed call (for diagnosis; never read back)."""
+    every failed call (for diagnosis; never read back). ``max_cost_usd``: no new paid call
+    starts once the new calls of this run cost that much (calls in flight finish; the rest
+    are ``over_budget``, not cached: the next run continues; needs a backend with prices)."""
     if not isinstance(cache, CallCache):
         cache = CallCache(cache) if backend.cacheable else CallCache(None)
     ids = [r.id for r in reqs]
@@ -709,7 +726,7 @@ def run_requests(backend: Backend, reqs: Sequence[Request], cache: CallCache | s
                **rec}
         with lock:
             records[i] = rec
-            stats.called += 1
+            stats.called += rec.get("error_class") != "over_budget"
             u = rec.get("usage") or {}
             stats.prompt_tokens += int(u.get("prompt_tokens") or 0)
             stats.completion_tokens += int(u.get("completion_tokens") or 0)
@@ -725,7 +742,14 @@ def run_requests(backend: Backend, reqs: Sequence[Request], cache: CallCache | s
             with lock:
                 stats.new_cached += 1
 
-    backend.run([reqs[i] for i in todo], done)
+    if max_cost_usd is not None and getattr(backend, "prices", None) is None and backend.name == "openai":
+        raise ValueError("max_cost_usd needs the backend's prices (Prices) to count the cost")
+
+    def stop() -> bool:
+        with lock:
+            return max_cost_usd is not None and (stats.cost_usd or 0.0) >= max_cost_usd
+
+    backend.run([reqs[i] for i in todo], done, stop)
     rows = []
     for i, r in enumerate(reqs):
         rec = records[i]
@@ -766,6 +790,100 @@ def run_posthoc(tset: pd.DataFrame, dataset: str, backend: Backend, cache=None, 
                     posthoc_messages(r, dataset, str(r["teacher_trace"]), str(r["teacher_answer"]), system))
             for r in tset.to_dict("records")]
     return run_requests(backend, reqs, cache, dataset=dataset, **kw)
+
+
+def make_backend(spec: Mapping[str, Any] | None, dataset: str | None = None) -> Backend | None:
+    """A backend from a profile mapping (docs/notes/teacher.md), or None when ``spec`` is
+    empty (the teacher comparison is off). ``backend``: ``api`` (keys ``base_url``,
+    ``model``, ``api_key_env``, ``concurrency``, ``timeout``, ``max_retries``,
+    ``backoff_base``, ``backoff_max``, ``seed``, ``request``, ``prices``: a name of
+    :data:`PRICES` or ``{input, output, input_cache_hit}`` in USD per million tokens),
+    ``local`` (``model``, ``max_new_tokens``, ``batch_size``, ``template_kwargs``,
+    ``eos_token``) or ``file`` (``path``; ``{dataset}`` in it is replaced by ``dataset``).
+    Unknown keys are an error (a typo must not silently fall back to a default)."""
+    if not spec:
+        return None
+    spec = dict(spec)
+    kind = spec.pop("backend", None)
+    allowed = {"api": {"base_url", "model", "api_key_env", "concurrency", "timeout", "max_retries", "backoff_base",
+                       "backoff_max", "jitter", "seed", "request", "prices", "headers"},
+               "local": {"model", "max_new_tokens", "batch_size", "template_kwargs", "eos_token", "bf16", "device"},
+               "file": {"path"}}
+    if kind not in allowed:
+        raise ValueError(f"teacher backend must be one of {sorted(allowed)}, got {kind!r}")
+    unknown = set(spec) - allowed[kind]
+    if unknown:
+        raise ValueError(f"unknown keys for the {kind} teacher backend: {sorted(unknown)} "
+                         f"(allowed: {sorted(allowed[kind])})")
+    if kind == "file":
+        path = str(spec["path"])
+        if "{dataset}" in path:
+            if dataset is None:
+                raise ValueError(f"the trace file path {path!r} names {{dataset}}: pass the dataset")
+            path = path.replace("{dataset}", dataset)
+        return FileBackend(path)
+    if "model" not in spec:
+        raise ValueError(f"the {kind} teacher backend needs a model")
+    if kind == "local":
+        return LocalBackend(spec.pop("model"), **spec)
+    if "base_url" not in spec:
+        raise ValueError("the api teacher backend needs a base_url")
+    prices = spec.pop("prices", None)
+    if isinstance(prices, str):
+        if prices not in PRICES:
+            raise ValueError(f"unknown price table {prices!r}; known: {sorted(PRICES)} (or give a mapping)")
+        prices = PRICES[prices]
+    elif isinstance(prices, Mapping):
+        prices = Prices(**prices)
+    return OpenAIBackend(spec.pop("base_url"), spec.pop("model"), prices=prices, **spec)
+
+
+def write_trace_file(rows: pd.DataFrame, path: str | Path) -> Path:
+    """Teacher results (columns ``id``, ``trace``, ``answer``; optional ``summary``,
+    ``posthoc``) as a trace file for :class:`FileBackend` (only rows with a trace and an
+    answer; a run made once can be shared and rerun anywhere without calls)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(path, "w") as f:
+        for r in rows.to_dict("records"):
+            if not (isinstance(r.get("trace"), str) and r["trace"] and isinstance(r.get("answer"), str) and r["answer"]):
+                continue
+            line = {"id": str(r["id"]), "trace": r["trace"], "answer": r["answer"]}
+            for k in ("summary", "posthoc"):
+                if isinstance(r.get(k), str) and r[k]:
+                    line[k] = r[k]
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+            n += 1
+    return path
+
+
+SYNTHETIC_WRONG_ANSWER = "no answer found"
+
+
+def synthetic_teacher(problems: pd.DataFrame, dataset: str, *, seed: int = 0,
+                      wrong_share: float = 0.25) -> pd.DataFrame:
+    """A stand-in teacher for the smoke profile and offline runs, NOT a model (label it as
+    synthetic wherever shown): per problem a trace that restates the question and quotes the
+    relevant facts, the gold answer, a one-line summary and a post-hoc sentence; a seeded
+    ``wrong_share`` of the problems get a wrong answer (so the teacher set is a strict
+    subset). Columns: ``id, trace, answer, summary, posthoc`` (:func:`write_trace_file`)."""
+    if not 0 <= wrong_share < 1:
+        raise ValueError("wrong_share must be in [0, 1)")
+    rows = []
+    for r in problems.to_dict("records"):
+        ctx = [str(c) for c in as_list(r["context"])]
+        facts = [ctx[int(i)] for i in as_list(r["relevant"])]
+        gold = [str(a) for a in as_list(r["answers"])]
+        wrong = _seeded_rng(seed, "synthetic_teacher", dataset, r["id"]).random() < wrong_share
+        answer = SYNTHETIC_WRONG_ANSWER if wrong else ", ".join(gold)
+        quoted = " ".join(facts) if facts else "No single fact settles it."
+        rows.append({"id": str(r["id"]),
+                     "trace": f"The question is: {r['question']} The context says: {quoted} "
+                              f"So the answer is {answer}.",
+                     "answer": answer, "summary": f"The relevant facts point to {answer}.",
+                     "posthoc": f"The answer {answer} follows from the facts: {quoted}"})
+    return pd.DataFrame(rows, columns=["id", "trace", "answer", "summary", "posthoc"])
 
 
 # --------------------------------------------------------------------------------------------
