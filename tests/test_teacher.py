@@ -25,7 +25,7 @@ from helpers.templates import USER_TEMPLATE
 PRICES = TC.Prices(input=0.55, output=2.19, input_cache_hit=0.14)
 USAGE = {"prompt_tokens": 10, "completion_tokens": 20, "prompt_cache_hit_tokens": 4,
          "completion_tokens_details": {"reasoning_tokens": 15}}
-CLIENT_TIMEOUT = 0.3
+CLIENT_TIMEOUT = 1.0  # generous: a canned answer on a loaded machine must never time out by accident
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,13 +78,15 @@ def _make_handler(state: _State):
             m = re.search(r"#(\w+)", prompt)
             mark = m.group(1) if m else ""
             if mark == "slowonce" and hit == 1 or mark == "slowalways":
-                time.sleep(CLIENT_TIMEOUT * 3)  # bounded; the client has given up by then
+                time.sleep(CLIENT_TIMEOUT * 2.5)  # bounded; the client has given up by then
             if mark == "slow":
                 time.sleep(0.15)  # below the client timeout: only to overlap requests
             if mark == "429once" and hit == 1 or mark == "429always":
                 return self._send(429, b'{"error": "rate limited"}', {"Retry-After": "0"})
             if mark == "500once" and hit == 1 or mark == "500always":
                 return self._send(500, b'{"error": "server error"}')
+            if mark == "noauth":
+                return self._send(401, b'{"error": "Authentication Fails"}')
             if mark == "badrequest":
                 return self._send(400, b'{"error": "bad request"}')
             if mark == "malformed":
@@ -302,6 +304,15 @@ def test_api_resumes_after_interruption(server, tmp_path, monkeypatch):
     before = Counter(state.hits)
     _, stats = TC.run_teacher(probs, "babi", _api(url), path)
     assert stats.cached == 10 and stats.called == 0 and state.hits == before
+
+
+def test_api_refused_account_stops_the_run(server, tmp_path, monkeypatch):
+    url, state = server
+    monkeypatch.setenv("TEACHER_TEST_KEY", "wrong")
+    probs = _problems(["noauth"] + [""] * 3)
+    with pytest.raises(TC.TeacherAPIError, match="401"):
+        TC.run_teacher(probs, "babi", _api(url, concurrency=1), tmp_path / "c.jsonl")
+    assert state.hits[_prompt_of(probs.iloc[0].to_dict())] == 1  # not retried
 
 
 def test_api_concurrency_limit(server, tmp_path, monkeypatch):

@@ -340,6 +340,15 @@ class Backend:
         return {"backend": self.name, "identity": self.identity, "model": self.model, "params": self.params()}
 
 
+class TeacherAPIError(RuntimeError):
+    """The endpoint refused the account (401 / 402 / 403: bad key, no balance, no access):
+    every further call would fail the same way, so the run stops (answers already received
+    stay in the cache)."""
+
+
+FATAL_STATUS = (401, 402, 403)
+
+
 class _Retryable(Exception):
     def __init__(self, cls: str, detail: str, retry_after: float | None = None):
         super().__init__(detail)
@@ -440,6 +449,9 @@ class OpenAIBackend(Backend):
                 ra_s = None
             cls = "rate_limited" if r.status_code == 429 else "http_error"
             raise _Retryable(cls, f"HTTP {r.status_code}: {r.text[:200]}", ra_s)
+        if r.status_code in FATAL_STATUS:
+            raise TeacherAPIError(f"{self.identity} answered HTTP {r.status_code} ({r.text[:200]}): check the key "
+                                  f"in ${self.api_key_env}, the account's balance and access to {self.model!r}")
         if r.status_code != 200:
             return {"error_class": "http_error", "error": f"HTTP {r.status_code}: {r.text[:300]}",
                     "http_status": r.status_code}
@@ -503,8 +515,9 @@ class OpenAIBackend(Backend):
                 if f.exception() is not None:
                     raise f.exception()
         except BaseException:
-            # interrupted (Ctrl-C) or a record could not be written: queued calls are dropped,
-            # calls in flight finish (and are cached); the next run resumes from the cache
+            # interrupted (Ctrl-C), refused (TeacherAPIError) or a record could not be written:
+            # queued calls are dropped, calls in flight finish and are cached (a second Ctrl-C
+            # abandons them); the next run resumes from the cache
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         finally:
@@ -544,15 +557,30 @@ class LocalBackend(Backend):
             from . import models
 
             tok = models.load_tokenizer(self.model, padding_side="left")
-            model = models.load_model(self.model, method="full", device=self.device, tokenizer=tok)
             if self.eos_token is not None:
                 eos = tok.convert_tokens_to_ids(self.eos_token)
+                if eos is None or eos == tok.unk_token_id:
+                    raise ValueError(f"eos_token {self.eos_token!r} is not a token of {self.model}")
             else:
-                gen = getattr(model.generation_config, "eos_token_id", None)
-                eos = (gen[0] if isinstance(gen, (list, tuple)) and gen else gen)
-                eos = tok.eos_token_id if eos is None else int(eos)
-            self._loaded = (model, tok, eos)
+                eos = self._model_eos(models.resolve(self.model))
+                eos = tok.eos_token_id if eos is None else eos
+            # load_model aligns the model's generation config with the project's tokenizer
+            # (the family's end-of-turn); the teacher stops at its own EOS instead (above)
+            model = models.load_model(self.model, method="full", device=self.device, tokenizer=tok)
+            self._loaded = (model, tok, int(eos))
         return self._loaded
+
+    @staticmethod
+    def _model_eos(path: str) -> int | None:
+        """The first EOS id of the model's own ``generation_config.json`` (None without one)."""
+        from transformers import GenerationConfig
+
+        try:
+            gen = GenerationConfig.from_pretrained(path).eos_token_id
+        except OSError:
+            return None
+        gen = gen[0] if isinstance(gen, (list, tuple)) and gen else gen
+        return None if gen is None else int(gen)
 
     def render(self, tok, messages: Sequence[Mapping[str, str]]) -> str:
         text = tok.apply_chat_template([dict(m) for m in messages], tokenize=False, add_generation_prompt=True,
