@@ -25,7 +25,7 @@ from helpers.templates import USER_TEMPLATE
 PRICES = TC.Prices(input=0.55, output=2.19, input_cache_hit=0.14)
 USAGE = {"prompt_tokens": 10, "completion_tokens": 20, "prompt_cache_hit_tokens": 4,
          "completion_tokens_details": {"reasoning_tokens": 15}}
-CLIENT_TIMEOUT = 1.0  # generous: a canned answer on a loaded machine must never time out by accident
+CLIENT_TIMEOUT = 0.5  # a canned answer takes milliseconds; the slow ones take 2.5x this
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,10 +248,10 @@ def test_api_backend_end_to_end(server, tmp_path, monkeypatch):
 
     # second run: cached prompts make no call, the failed ones are tried again
     before = Counter(state.hits)
-    out2, stats2 = TC.run_teacher(probs, "babi", _api(url), cache)
+    out2, stats2 = TC.run_teacher(probs, "babi", _api(url, max_retries=0), cache)
     new_hits = {m: state.hits[_prompt_of(r)] - before[_prompt_of(r)] for m, r in zip(MARKS, probs.to_dict("records"))}
     assert all(new_hits[m] == 0 for m in RESPONDED)
-    assert all(new_hits[m] >= 1 for m in set(MARKS) - RESPONDED)
+    assert all(new_hits[m] == 1 for m in set(MARKS) - RESPONDED)
     assert stats2.cached == len(RESPONDED) and stats2.called == len(MARKS) - len(RESPONDED)
     assert out2.loc[out2["cached"], "id"].tolist() == out.loc[out["status"].isin(["ok", "empty_response", "no_answer"]),
                                                                  "id"].tolist()
