@@ -190,6 +190,11 @@ def test_prompts_are_the_studys():
     assert msgs[1]["content"] == "<think>\nmy trace\n</think>\n\noffice"
     assert msgs[2]["content"].startswith("You have answered the question correctly.")
     assert msgs[2]["content"].endswith("easy to understand. \n Explanation: ")
+    alt = TC.posthoc_messages(row, "babi", "my trace", "office", trace_field="reasoning_content")
+    assert alt[1] == {"role": "assistant", "content": "office", "reasoning_content": "my trace"}
+    assert alt[0] == msgs[0] and alt[2] == msgs[2]
+    with pytest.raises(ValueError, match="trace_field"):
+        TC.posthoc_messages(row, "babi", "t", "a", trace_field="thinking")
     with pytest.raises(ValueError, match="dataset"):
         TC.teacher_prompt(row, "gsm8k")
 

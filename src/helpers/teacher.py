@@ -129,16 +129,27 @@ def summary_messages(trace: str) -> list[dict[str, str]]:
 
 def teacher_turn(trace: str, answer: str) -> str:
     """The teacher's own earlier turn as shown back to it (post-hoc request): the trace in a
-    think block, then the answer. (DeepSeek's API refuses ``reasoning_content`` in input
-    messages, so the trace travels in the content.)"""
+    think block, then the answer."""
     return f"{T.THINK_OPEN}\n{trace}\n{T.THINK_CLOSE}\n\n{answer}"
 
 
+TRACE_FIELDS = ("content", "reasoning_content")
+
+
 def posthoc_messages(row: Mapping[str, Any], dataset: str, trace: str, answer: str,
-                     system: str | None = None) -> list[dict[str, str]]:
-    return teacher_messages(row, dataset, system) + [
-        {"role": "assistant", "content": teacher_turn(trace, answer)},
-        {"role": "user", "content": POSTHOC_PROMPT}]
+                     system: str | None = None, trace_field: str = "content") -> list[dict[str, str]]:
+    """The post-hoc request: the problem, the teacher's own turn, the explanation request.
+
+    ``trace_field``: where the teacher's earlier trace travels. ``content`` (default): inside
+    the turn's text as a think block (:func:`teacher_turn`); the R1-era DeepSeek API returned
+    HTTP 400 for ``reasoning_content`` in input messages, and local servers render content.
+    ``reasoning_content``: the trace in that field, the answer as the content (newer DeepSeek
+    thinking-mode APIs require the field on assistant turns; Qwen3's chat template reads it)."""
+    if trace_field not in TRACE_FIELDS:
+        raise ValueError(f"trace_field must be one of {TRACE_FIELDS}, got {trace_field!r}")
+    turn = ({"role": "assistant", "content": teacher_turn(trace, answer)} if trace_field == "content"
+            else {"role": "assistant", "content": answer, "reasoning_content": trace})
+    return teacher_messages(row, dataset, system) + [turn, {"role": "user", "content": POSTHOC_PROMPT}]
 
 
 # --------------------------------------------------------------------------------------------
@@ -811,11 +822,13 @@ def run_summaries(traces: pd.DataFrame, backend: Backend, cache=None, *, dataset
 
 
 def run_posthoc(tset: pd.DataFrame, dataset: str, backend: Backend, cache=None, *,
-                system: str | None = None, **kw) -> tuple[pd.DataFrame, RunStats]:
+                system: str | None = None, trace_field: str = "content", **kw) -> tuple[pd.DataFrame, RunStats]:
     """A post-hoc explanation for every problem of the teacher set (columns of the data
-    schema plus ``teacher_trace``, ``teacher_answer``), asked of the teacher itself."""
+    schema plus ``teacher_trace``, ``teacher_answer``), asked of the teacher itself
+    (``trace_field``: see :func:`posthoc_messages`)."""
     reqs = [Request(str(r["id"]), "posthoc",
-                    posthoc_messages(r, dataset, str(r["teacher_trace"]), str(r["teacher_answer"]), system))
+                    posthoc_messages(r, dataset, str(r["teacher_trace"]), str(r["teacher_answer"]), system,
+                                     trace_field))
             for r in tset.to_dict("records")]
     return run_requests(backend, reqs, cache, dataset=dataset, **kw)
 
