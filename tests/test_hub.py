@@ -245,7 +245,7 @@ def test_preflight_gated_with_token_but_no_licence(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", BAD)
     with paper_hub() as fh:
         monkeypatch.setenv("HF_ENDPOINT", fh.url)
-        with pytest.raises(hub.HubUnavailable, match="token present has no access.*Accept the licence"):
+        with pytest.raises(hub.HubUnavailable, match="token present has no access.*accept the licence"):
             hub.preflight(PAPER)
     assert ("GET", "/api/models/meta-llama/Llama-3.2-1B-Instruct/auth-check", f"Bearer {BAD}") in fh.seen
 

@@ -130,15 +130,15 @@ def explain(e: BaseException, repo: str, repo_type: str = "model", what: str | N
             why = f"{repo} is gated and no Hugging Face token is present here"
         else:
             why = f"{repo} is gated and the token present has no access to it"
-        return HubUnavailable(f"{what}: {why}. Accept the licence at {url} (with the account "
-                              f"of your token), {LOGIN}, {OFFLINE_WAY}.")
+        return HubUnavailable(f"{what}: {why}. The way out: accept the licence at {url} with "
+                              f"your Hugging Face account, then {LOGIN}; {OFFLINE_WAY}.")
     if isinstance(e, RevisionNotFoundError):
         return HubUnavailable(f"{what}: {repo} has no revision {revision!r} on {endpoint()} "
-                              f"(the study pins it; see {url}), {OFFLINE_WAY}.")
+                              f"(the study pins it; see {url}); {OFFLINE_WAY}.")
     if isinstance(e, RepositoryNotFoundError):
-        hint = "" if has_token else " No token is present: if the repo is private or gated, "
-        return HubUnavailable(f"{what}: {repo} was not found on {endpoint()} or needs access "
-                              f"({url}).{hint or ' '}{LOGIN}, {OFFLINE_WAY}.")
+        who = "your token has no access to it" if has_token else "it needs a token (none is present)"
+        return HubUnavailable(f"{what}: {repo} was not found on {endpoint()} ({url}), or it is "
+                              f"private or gated and {who}: {LOGIN}; {OFFLINE_WAY}.")
     if isinstance(e, HfHubHTTPError):
         code = getattr(getattr(e, "response", None), "status_code", "?")
         if code in (401, 403):
