@@ -79,8 +79,8 @@ def bound_timeouts() -> None:
 
     The factory wraps the library's own ``default_client_factory`` (its request hooks,
     offline guard, redirects, ``trust_env=True``: proxies from HTTP(S)_PROXY / NO_PROXY), so
-    only the ``timeout=None`` default changes. Also sets HF_HUB_ETAG_TIMEOUT /
-    HF_HUB_DOWNLOAD_TIMEOUT for child processes when they are unset."""
+    only the ``timeout=None`` default changes. Calls with a timeout of their own keep it
+    (file downloads: HF_HUB_ETAG_TIMEOUT / HF_HUB_DOWNLOAD_TIMEOUT, 10 s by default)."""
     global _installed
     with _lock:
         if _installed:
@@ -97,8 +97,6 @@ def bound_timeouts() -> None:
             return client
 
         _http.set_client_factory(bounded_client)
-        for k in ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"):
-            os.environ.setdefault(k, str(int(max(1, timeout()))))
         _installed = True
 
 
