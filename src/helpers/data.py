@@ -44,17 +44,15 @@ import json
 import math
 import os
 import re
-import socket
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import config, paths
+from . import config, hub, paths
 from . import decompose as dec
 from .decompose import (BABI_TASKS, COTEMPQA_SCENARIOS, DATASETS, MARCO_QUERY_TYPES,
                         babi_task_numbers)
@@ -69,9 +67,12 @@ DATA_VERSION = 1
 # The parameters the data stage depends on (the stamp hashes these).
 STAGE_KEYS = ["data_source", "data_dir", "n_train", "n_test", "babi_tasks", "data_seed"]
 
-# Hub sources, revisions pinned. CoTempQA: the commit that uploaded the four scenario files
-# (short id, resolved to the full commit when loading). MS MARCO: the parquet conversion on
-# main. bAbI is a script dataset; datasets >= 4 loads the hub's parquet conversion branch.
+# Hub sources and their pinned revisions. MS MARCO: a full commit id. CoTempQA: the commit
+# that uploaded the four scenario files, known here only by its prefix 9f49aba; bAbI: the
+# hub's parquet conversion branch (the repo itself is a script dataset). Those two are
+# resolved to full commit ids at run time, within a bounded wait (helpers.hub), and the full
+# id is recorded in the data stamp and every row's source; replace them with the full ids
+# once known (every other revision must be a full 40-hex id).
 HUB = {
     "cotempqa": {"repo": "Warrieryes/CotempQA", "revision": "9f49aba"},
     "marco": {"repo": "microsoft/ms_marco", "revision": "a47ee7aae8d7d466ba15f9f0bfac3b3681087b3a"},
@@ -83,8 +84,8 @@ BABI_TEST_FRAC = 0.1
 SYNTHETIC_DEFAULT_N = {"train": 1000, "test": 200}  # synthetic with n_train/n_test = None
 
 
-class HubUnavailable(RuntimeError):
-    """The hub cannot be used (offline mode or unreachable)."""
+# The one hub error (helpers.hub); kept under this name for callers of helpers.data.
+HubUnavailable = hub.HubUnavailable
 
 
 # =============================================================================== schema
@@ -528,41 +529,59 @@ def load_babi_local(data_dir: str | Path, babi_tasks: str = "paper11", seed: int
 
 
 # =============================================================================== hub
+#
+# Each hub loader takes its location: None = the hub repo of :data:`HUB` at its pinned
+# revision (after a bounded reachability and access check, :mod:`helpers.hub`), or a local
+# folder laid out exactly as that repo is. Both go through the same
+# ``datasets.load_dataset(location, data_files=..., revision=...)`` call (only the
+# location differs), with explicit ``data_files``: the bAbI parquet-conversion branch keeps
+# each config in a folder (``en-qa1/train/0000.parquet``), from which datasets would infer a
+# single ``default`` config, so config names are not used for any of the three.
 
-def _hub_host() -> str:
-    ep = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    return urlparse(ep).hostname or "huggingface.co"
+def cotempqa_data_files() -> dict[str, str]:
+    """CoTempQA: the four scenario files (JSON lines) at the repo root."""
+    return {s: f"{s}.json" for s in COTEMPQA_SCENARIOS}
 
 
-def _hub_reachable(timeout: float = 4.0) -> bool:
+def marco_data_files(version: str, pool: str) -> dict[str, str]:
+    """MS MARCO: ``<version>/<pool>-NNNNN-of-NNNNN.parquet`` (config folders v1.1/, v2.1/)."""
+    return {pool: f"{version}/{pool}-*.parquet"}
+
+
+def babi_data_files(task: int) -> dict[str, str]:
+    """bAbI parquet conversion: ``en-qa<N>/{train,test}/NNNN.parquet``."""
+    return {pool: f"en-qa{task}/{pool}/*.parquet" for pool in ("train", "test")}
+
+
+def _hub_location(dataset: str, location: str | Path | None, revision: str | None,
+                  what: str) -> tuple[str, str | None, str]:
+    """(path for load_dataset, revision, source label). Hub: the pinned revision as a full
+    commit id, checked reachable and readable first (fails within the wall-clock limit).
+    Folder: the given revision passed through unchanged."""
+    if location is not None:
+        d = Path(location)
+        if not d.is_dir():
+            raise FileNotFoundError(f"{what}: {d} is not a folder")
+        if revision is not None and not hub.FULL_SHA.fullmatch(revision):
+            raise ValueError(f"{what}: revision must be a full 40-hex commit id, not {revision!r}")
+        return str(d), revision, f"hub-layout:{d}" + (f"@{revision}" if revision else "")
+    repo = HUB[dataset]["repo"]
+    pin = revision or HUB[dataset]["revision"]
     try:
-        with socket.create_connection((_hub_host(), 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+        hub.require_online(what)
+        if hub.FULL_SHA.fullmatch(pin):
+            rev = hub.check_repo(repo, "dataset", pin, what)
+        else:  # a commit prefix or a branch: resolved now, recorded in the stamp
+            rev = hub.pinned_revision(repo, pin, "dataset", what)
+    except hub.HubUnavailable as e:
+        raise HubUnavailable(f"{e} For the data alone: {DATA_ALTERNATIVES}") from e.__cause__
+    if not hub.FULL_SHA.fullmatch(rev):
+        raise HubUnavailable(f"{what}: {repo}@{pin} did not resolve to a full commit id ({rev!r})")
+    return repo, rev, f"hub:{repo}@{rev}"
 
 
-def _require_hub(what: str) -> None:
-    """Fail fast (seconds) when the hub cannot be used, naming the offline alternatives."""
-    alt = ("use data_source='synthetic' (offline generators) or data_source='local' with "
-           "data_dir=<folder with babi/en/*.txt and cotempqa/*.json> (make data DATA_DIR=<dir>)")
-    if config.offline():
-        raise HubUnavailable(f"{what}: data_source='hub' needs the network, but HF_HUB_OFFLINE=1; {alt}")
-    if not _hub_reachable():
-        raise HubUnavailable(f"{what}: the Hugging Face hub ({_hub_host()}) is unreachable; {alt}")
-
-
-def _resolve_revision(repo: str, revision: str) -> str:
-    """A short commit id -> the full commit (the hub only accepts full ids); branches, refs
-    and full ids pass unchanged."""
-    if re.fullmatch(r"[0-9a-f]{7,39}", revision):
-        from huggingface_hub import HfApi
-
-        for c in HfApi().list_repo_commits(repo, repo_type="dataset"):
-            if c.commit_id.startswith(revision):
-                return c.commit_id
-        raise HubUnavailable(f"{repo}: no commit {revision!r} on the hub")
-    return revision
+DATA_ALTERNATIVES = ("use data_source='synthetic' (offline generators) or data_source='local' with "
+                     "data_dir=<folder with babi/en/*.txt and cotempqa/*.json> (make data DATA_DIR=<dir>).")
 
 
 def _load_dataset(*args, **kwargs):
@@ -571,35 +590,41 @@ def _load_dataset(*args, **kwargs):
     return hf_datasets.load_dataset(*args, **kwargs)
 
 
-def load_cotempqa_hub(seed: int = 42, revision: str | None = None) -> tuple[pd.DataFrame, dict]:
-    """CoTempQA from the hub: one data file per scenario at the pinned commit."""
-    repo = HUB["cotempqa"]["repo"]
-    _require_hub(f"CoTempQA ({repo})")
-    rev = _resolve_revision(repo, revision or HUB["cotempqa"]["revision"])
-    ds = _load_dataset(repo, data_files={s: f"{s}.json" for s in COTEMPQA_SCENARIOS}, revision=rev)
+def _hub_report(src: str, rev: str | None, dataset: str, excluded: list, warns: list) -> dict:
+    pin = HUB[dataset]["revision"]
+    if rev and pin != rev:
+        warns = warns + [f"{HUB[dataset]['repo']}: pinned {pin!r} resolved to commit {rev} "
+                         "(recorded here; pin this full id in data.HUB to freeze it)"]
+    return {"source": src, "revision": rev, "excluded": excluded, "warnings": warns}
+
+
+def load_cotempqa_hub(seed: int = 42, revision: str | None = None,
+                      location: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """CoTempQA from the hub (or a folder in its layout): one data file per scenario."""
+    what = f"CoTempQA ({HUB['cotempqa']['repo']})"
+    path, rev, src = _hub_location("cotempqa", location, revision, what)
+    ds = _load_dataset(path, data_files=cotempqa_data_files(), revision=rev)
     rows, excluded = [], []
     for s in COTEMPQA_SCENARIOS:
         recs = [(i + 1, r) for i, r in enumerate(ds[s].to_list())]
-        r, e = cotempqa_rows(recs, s, f"hub:{repo}@{rev}", f"hub:{repo}@{rev}/{s}.json")
+        r, e = cotempqa_rows(recs, s, src, f"{src}/{s}.json")
         rows += r
         excluded += e
-    return split_cotempqa(frame(rows), seed), {"source": f"hub:{repo}@{rev}", "excluded": excluded,
-                                               "warnings": []}
+    return split_cotempqa(frame(rows), seed), _hub_report(src, rev, "cotempqa", excluded, [])
 
 
 def load_marco_hub(seed: int = 42, version: str = "v2.1", revision: str | None = None,
-                   per_type: Mapping[str, int | None] = MARCO_PER_TYPE) -> tuple[pd.DataFrame, dict]:
-    """MS MARCO QA (config ``v2.1`` or ``v1.1``): per query type ``per_type['train']`` rows
-    of train and ``per_type['test']`` of validation (the test split), seeded."""
+                   per_type: Mapping[str, int | None] = MARCO_PER_TYPE,
+                   location: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """MS MARCO QA (config folder ``v2.1`` or ``v1.1``): per query type ``per_type['train']``
+    rows of train and ``per_type['test']`` of validation (the test split), seeded."""
     if version not in ("v1.1", "v2.1"):
         raise ValueError(f"MS MARCO version must be 'v1.1' or 'v2.1', not {version!r}")
-    repo = HUB["marco"]["repo"]
-    _require_hub(f"MS MARCO ({repo}, {version})")
-    rev = _resolve_revision(repo, revision or HUB["marco"]["revision"])
-    src = f"hub:{repo}@{rev}"
+    what = f"MS MARCO ({HUB['marco']['repo']}, {version})"
+    path, rev, src = _hub_location("marco", location, revision, what)
     rows, excluded = [], []
     for split, pool in (("train", "train"), ("test", "validation")):
-        ds = _load_dataset(repo, version, split=pool, revision=rev)
+        ds = _load_dataset(path, data_files=marco_data_files(version, pool), split=pool, revision=rev)
         types = ds.select_columns(["query_type"]).to_pandas()["query_type"]
         idx = _sample_per_type(types, per_type[split], seed)
         sub = ds.select(idx).to_list()
@@ -607,7 +632,7 @@ def load_marco_hub(seed: int = 42, version: str = "v2.1", revision: str | None =
                           f"{src}/{version}/{pool}")
         rows += r
         excluded += e
-    return frame(rows), {"source": src, "excluded": excluded, "warnings": []}
+    return frame(rows), _hub_report(src, rev, "marco", excluded, [])
 
 
 def _babi_hub_story(rec: Mapping) -> list[dict]:
@@ -628,24 +653,25 @@ def _babi_hub_story(rec: Mapping) -> list[dict]:
     return lines
 
 
-def load_babi_hub(babi_tasks: str = "paper11", seed: int = 42, revision: str | None = None) -> tuple[pd.DataFrame, dict]:
-    """bAbI (en, 1k) from the hub's parquet conversion, configs ``en-qaN``."""
-    repo = HUB["babi"]["repo"]
-    _require_hub(f"bAbI ({repo})")
-    rev = revision or HUB["babi"]["revision"]
+def load_babi_hub(babi_tasks: str = "paper11", seed: int = 42, revision: str | None = None,
+                  location: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """bAbI (en, 1k) from the hub's parquet conversion (or a folder in its layout):
+    ``en-qa<N>/{train,test}/*.parquet`` per task."""
+    what = f"bAbI ({HUB['babi']['repo']})"
+    path, rev, src = _hub_location("babi", location, revision, what)
     rows, excluded = [], []
     for t in tqdm(babi_task_numbers(babi_tasks), desc="bAbI tasks (hub)"):
         cfg_name = f"en-qa{t}"
-        ds = _load_dataset(repo, cfg_name, revision=rev)
+        ds = _load_dataset(path, data_files=babi_data_files(t), revision=rev)
         for pool in ("train", "test"):
             recs = ds[pool].to_list()
             keep = range(len(recs)) if pool == "train" else _babi_test_pick(len(recs), seed)
-            where = f"hub:{repo}@{rev}/{cfg_name}/{pool}"
+            where = f"{src}/{cfg_name}/{pool}"
             for k in keep:
                 row, exc = babi_story_row(_babi_hub_story(recs[k]), t, pool, k,
-                                          f"hub:{repo}@{rev}:{cfg_name}", where)
+                                          f"{src}:{cfg_name}", where)
                 (rows.append(row) if row else excluded.append(exc))
-    return frame(rows), {"source": f"hub:{repo}@{rev}", "excluded": excluded, "warnings": []}
+    return frame(rows), _hub_report(src, rev, "babi", excluded, [])
 
 
 # =============================================================================== prepare
@@ -720,6 +746,8 @@ def _stage_cfg(cfg: Mapping[str, Any]) -> dict:
     c["data_version"] = DATA_VERSION
     if c["data_source"] != "local":
         c["data_dir"] = ""
+    if c["data_source"] == "hub":  # a new pin makes the data stale
+        c["hub"] = {ds: dict(HUB[ds]) for ds in sorted(HUB)}
     return c
 
 

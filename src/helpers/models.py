@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from . import hub, paths
 from .config import offline
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -47,8 +47,8 @@ PAD_TOKENS = {"chatml": "<|endoftext|>", "llama3": "<|finetune_right_pad_id|>", 
 EOS_TOKENS = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>", "qwen3": "<|im_end|>"}
 
 
-class HubUnavailableError(RuntimeError):
-    """A hub model or dataset cannot be loaded here (offline, unreachable, or gated)."""
+# One error for every hub failure (offline, unreachable, gated, missing): helpers.hub's.
+HubUnavailableError = hub.HubUnavailable
 
 
 # --------------------------------------------------------------------------------------
@@ -244,33 +244,26 @@ def model_family(name: str) -> str:
     return model_info(name)["family"]
 
 
-def _check_hub(repo: str) -> None:
-    """Fail within seconds, with the way out, when ``repo`` cannot be fetched."""
+def cached_config(repo: str, revision: str | None = None) -> bool:
+    """True when ``repo``'s config.json is in the local Hugging Face cache (loads offline)."""
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(repo, "config.json")
-    if isinstance(cached, str):
+    return isinstance(try_to_load_from_cache(repo, "config.json", revision=revision), str)
+
+
+def _check_hub(repo: str, revision: str | None = None) -> None:
+    """Fail within seconds, with the way out, when ``repo`` cannot be fetched: offline and
+    not cached, unreachable (bounded wait, through huggingface_hub's own client, so
+    HTTPS_PROXY is honoured), gated without access, or missing (:func:`helpers.hub.check_repo`)."""
+    if cached_config(repo, revision):
         return  # in the local cache: loads offline too
     if offline():
         raise HubUnavailableError(
             f"{repo} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1. "
             "Offline, use the embedded student (models: [smollm2-135m], the quick profile: "
-            "`make reproduce`), or run where the hub is reachable with HF_HUB_OFFLINE=0.")
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    try:
-        HfApi().auth_check(repo) if hasattr(HfApi, "auth_check") else HfApi().model_info(repo, timeout=10)
-    except GatedRepoError as e:
-        raise HubUnavailableError(
-            f"{repo} is gated: accept its licence on its hub page, then log in "
-            "(`huggingface-cli login`, or set HF_TOKEN; in Colab: the 'Secrets' panel).") from e
-    except RepositoryNotFoundError as e:
-        raise HubUnavailableError(f"{repo} does not exist on the hub (or needs a token)") from e
-    except Exception as e:  # connection errors come in many types
-        raise HubUnavailableError(
-            f"cannot reach the Hugging Face hub for {repo} ({type(e).__name__}: {e}). "
-            "Offline, use the quick profile (embedded SmolLM2 student, synthetic data).") from e
+            "`make reproduce PROFILE=quick`), or run where the hub is reachable with "
+            "HF_HUB_OFFLINE=0.")
+    hub.check_repo(repo, "model", revision, what=f"model {repo}")
 
 
 def resolve(name: str) -> str:
@@ -283,7 +276,7 @@ def resolve(name: str) -> str:
         return str(smollm2_path())
     if src == "local":
         return info["path"]
-    _check_hub(info["repo"])
+    _check_hub(info["repo"], info.get("revision"))
     return info["repo"]
 
 
