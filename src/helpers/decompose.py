@@ -20,7 +20,10 @@ The default rules are the original study's:
   whitespace-split word sets) with the first answer; ties go to the first such passage.
   When the answer is ``No Answer Present.`` (or no passage shares a word) there is no
   relevant passage (the original cited the answer text itself; see ``meta.answer_passage``).
-  Variant ``is_selected``: the passages the MARCO annotators marked as selected.
+  Variant ``is_selected``: the passages the MARCO annotators marked as selected. The
+  original itself compared ``nltk.word_tokenize`` word sets (:func:`marco_answer_passage`,
+  used by the ``original`` rendering; it needs NLTK's English Punkt tables, taken without a
+  download: :func:`_punkt_english`); the default keeps whitespace words.
 * **bAbI**: the story lines at the question's supporting ids.
 
 :func:`ambiguity` tells whether the default rule had a unique choice (``unique``), found
