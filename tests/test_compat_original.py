@@ -87,15 +87,17 @@ def test_gold_csv_join_takes_the_first_containing_row_even_for_another_problem(t
     assert s2["tables"]["answer_x_trace"] == [[1, 0], [0, 0]]
 
 
-def test_gold_csv_cli_and_its_errors(tmp_path):
+def test_gold_csv_cli_and_its_errors(tmp_path, capsys):
     csv = tmp_path / "equal_test.csv"
     pd.DataFrame([_csv_row(P1[0], P1[2], "equal"), _csv_row(P2[0], P2[2], "equal")]).to_csv(csv, index=False)
     pred = _write_jsonl(tmp_path / "equal" / "p.jsonl",
                         [_line(P2[0], P2[1], P2[2], _trace("equal", P2[0][:1], P2[2])),
                          _line(P2[0], P2[1], P2[2], "assistant\nCy Di")])
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "helpers.rescore", *map(str, a)],  # noqa: E731
-                                    capture_output=True, text=True, env=env, timeout=120)
+    def run(*a):  # the command line, in process (tests/test_rescore.py runs it as a program)
+        rc = rs.main([str(x) for x in a])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(a, rc, out.out, out.err)
+
     out = run("--dataset", "cotempqa", "--predictions", pred, "--mode", "compat",
               "--compat-join", "original", "--gold-csv", csv)
     assert out.returncode == 0, out.stderr
@@ -127,11 +129,12 @@ def test_join_on_the_real_original_test_csv(tmp_path, category):
     csv = ORIGINAL / "cotempqa" / "with_facts" / f"{category}_test.csv"
     df = pd.read_csv(csv)
     lines, expect, other, carried, last = [], [], 0, 0, None
+    texts = df["answer"].tolist()
     for k, r in df.iterrows():
         facts, gold = ast.literal_eval(r["facts"]), ast.literal_eval(r["answer"])
         target = ast.literal_eval(r["messages"])[-1]["content"]
         lines.append(_line(facts, "q", gold, "assistant\n" + target, r["triple_element"]))
-        j = next((i for i in range(len(df)) if gold[0] in df["answer"].iloc[i]), None)
+        j = next((i for i, t in enumerate(texts) if gold[0] in t), None)
         if j is None:
             j, carried = last, carried + 1
         other += j != k
@@ -306,9 +309,7 @@ def test_original_checkout_rescored_side_by_side(tmp_path):
                          env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "cli" / "tables.json").exists()
-    out = subprocess.run([sys.executable, "-m", "helpers.rescore", "--original-dir",
-                          str(tmp_path / "nowhere")], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 2 and "no such folder" in out.stderr
+    assert rs.main(["--original-dir", str(tmp_path / "nowhere")]) == 2
 
 
 def test_committed_only_tables_have_the_spec_numbers():
@@ -318,3 +319,48 @@ def test_committed_only_tables_have_the_spec_numbers():
     assert q["chi2_yates"] == pytest.approx(4.30, abs=0.01)
     ll = t[(t["model"] == "Llama-3.2-1B") & (t["condition"] == "correct")].iloc[0]
     assert ll["chi2_yates"] == pytest.approx(3.90, abs=0.01)
+
+
+# --------------------------------------------------------------------------------------------
+# the original's order of the project's test split
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not (ORIGINAL / "cotempqa" / "with_facts").is_dir()
+                    or not (paths.SHARED_DATA / "cotempqa" / "equal.json").exists(),
+                    reason="../shared/data (CoTempQA files and original/) is not present")
+def test_original_order_is_the_order_of_the_originals_test_csv():
+    from helpers import data
+    from helpers.scoring import original_order
+
+    df, _ = data.load_cotempqa_local(paths.SHARED_DATA, 42)
+    train, test = df[df["split"] == "train"], df[df["split"] == "test"]
+    order, how = original_order(train, test, "cotempqa", seed=42)
+    assert how == "draw" and sorted(order) == sorted(test["id"])
+    assert order != test["id"].tolist()                       # the stored order differs
+    # the shared during.json is a subset of the original's during file: compare the others
+    for cat in ("equal", "overlap", "mix"):
+        csv = pd.read_csv(ORIGINAL / "cotempqa" / "with_facts" / f"{cat}_test.csv")
+        mine = [i for i in order if i.split("/")[1] == cat]
+        qs = df.set_index("id").loc[mine, "question"].tolist()
+        # the original numbered its rows across the four files; the questions identify them
+        assert len(qs) == len(csv) and all(q in p for q, p in zip(qs, csv["question"]))
+    # a capped test split cannot be drawn again: the stored order, with the reason
+    capped = test.groupby("category").head(5)
+    order, how = original_order(train, capped, "cotempqa", seed=42)
+    assert order == capped["id"].tolist() and how.startswith("stored")
+
+
+def test_join_order_decides_which_row_is_first():
+    rows = [dict(id=f"cotempqa/equal/{k}", question=p[1], context=p[0], answers=p[2],
+                 category="equal", relevant=[0], meta=json.dumps({"triple_element": "S1_R1_O2"}))
+            for k, p in enumerate((P1, P2))]
+    gold = pd.DataFrame(rows)
+    preds = pd.DataFrame({"id": ["cotempqa/equal/1"],
+                          "prediction": [_trace("equal", P2[0][:1], P2[2])]})
+    as_stored = score_items(preds, gold, dataset="cotempqa", condition="correct")
+    reordered = score_items(preds, gold, dataset="cotempqa", condition="correct",
+                            join_order=["cotempqa/equal/1", "cotempqa/equal/0"])
+    assert as_stored["ir_correct_compat"].tolist() == [False]   # P1's row comes first
+    assert reordered["ir_correct_compat"].tolist() == [True]
+    assert as_stored.attrs["compat_join"]["other_row"] == 1
+    assert reordered.attrs["compat_join"]["other_row"] == 0

@@ -762,10 +762,55 @@ def join_rows_from_gold(gold: pd.DataFrame, dataset: str) -> list[JoinRow]:
             for r in gold.to_dict("records")]
 
 
+COTEMPQA_TEST_FRAC = 0.2
+
+
+def _source_position(row: Mapping) -> tuple:
+    """A row's position in its source file: ``meta.line`` when recorded, else the number at
+    the end of its id (``cotempqa/<scenario>/<index>``), else its id."""
+    meta = _meta(row)
+    if isinstance(meta.get("line"), (int, float)):
+        return (0, float(meta["line"]), "")
+    tail = str(row["id"]).rsplit("/", 1)[-1]
+    return (1, float(tail), "") if tail.isdigit() else (2, 0.0, str(row["id"]))
+
+
+def original_order(train: pd.DataFrame, test: pd.DataFrame, dataset: str,
+                   seed: int = 42) -> tuple[list[str], str]:
+    """The test ids in the order the original's test CSVs list them, and how it was found.
+
+    The original wrote each CoTempQA category's test file in the order
+    ``g.sample(frac=0.2, random_state=42)`` drew the rows of ``g`` (the category's rows in
+    source order), and its join scanned that file top to bottom. The project's split makes
+    the same draw (``data.split_cotempqa``) but stores the test rows in source order. Here the
+    draw is made again on train + test of each category in source order; when it yields
+    exactly the test rows (an uncapped split of the full files) the draw order is returned
+    (``"draw"``). Otherwise (capped splits, other datasets, generated data) the stored order
+    is returned with the reason. On the real CoTempQA files the draw order equals the
+    original's committed ``{equal,overlap,mix}_test.csv`` row for row (tests/)."""
+    stored = [str(i) for i in test["id"]]
+    if dataset != "cotempqa":
+        return stored, "stored: the original's draw order is reproduced for CoTempQA only"
+    full = pd.concat([train, test], ignore_index=True)
+    out: list[str] = []
+    for cat in dict.fromkeys(str(c) for c in test["category"]):
+        g = full[full["category"].astype(str) == cat]
+        rows = sorted(g.to_dict("records"), key=_source_position)
+        g = pd.DataFrame({"id": [str(r["id"]) for r in rows]})
+        drawn = g.sample(frac=COTEMPQA_TEST_FRAC, random_state=seed)["id"].tolist()
+        want = set(i for i, c in zip(stored, test["category"].astype(str)) if c == cat)
+        if set(drawn) != want:
+            return stored, (f"stored: the draw over {len(g)} {cat} rows does not give the "
+                            f"{len(want)} test rows (a capped or re-split set)")
+        out += drawn
+    return out, "draw"
+
+
 def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condition: str,
                 mode_compat_join: str = "original", answer_rule: str = "strict",
                 cotemp_rule: str = "official",
-                join_rows: Sequence[JoinRow] | None = None) -> pd.DataFrame:
+                join_rows: Sequence[JoinRow] | None = None,
+                join_order: Sequence[str] | None = None) -> pd.DataFrame:
     """Score predictions (columns ``id``, ``prediction``) against gold rows (the data schema).
 
     Returns one row per prediction, in the prediction order, with exactly
@@ -779,6 +824,8 @@ def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condit
     test split: the order of the source files, see docs/notes; the original's CSVs list the
     same CoTempQA test rows in the order ``sample(frac=0.2, random_state=42)`` drew them, so
     where two rows of a category share an answer the two orders can pick different rows).
+    ``join_order``: the gold ids in the order to scan them (:func:`original_order`: the
+    original's order); ids not in it are scanned after, in ``gold``'s order.
     ``join_rows``: the rows of the original's own test file instead (``rescore
     --gold-csv``); all of them are scanned.
 
@@ -817,10 +864,14 @@ def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condit
         if join_rows is not None:
             joins[""] = OriginalJoin(join_rows)
         else:
-            all_rows = join_rows_from_gold(gold, dataset)
+            scan = rows
+            if join_order is not None:
+                rank = {str(i): k for k, i in enumerate(join_order)}
+                scan = sorted(rows, key=lambda r: rank.get(str(r["id"]), len(rank)))
+            all_rows = join_rows_from_gold(pd.DataFrame(scan, columns=gold.columns), dataset)
             if dataset == "cotempqa":  # one test file per category
-                for cat in dict.fromkeys(str(r["category"]) for r in rows):
-                    joins[cat] = OriginalJoin([j for j, r in zip(all_rows, rows)
+                for cat in dict.fromkeys(str(r["category"]) for r in scan):
+                    joins[cat] = OriginalJoin([j for j, r in zip(all_rows, scan)
                                                if str(r["category"]) == cat])
             else:
                 joins[""] = OriginalJoin(all_rows)
