@@ -618,6 +618,19 @@ def write_original_tables(root: Path, out: Path = ORIGINAL_OUT) -> dict[str, Pat
     return written
 
 
+def load_original_tables(out: Path = ORIGINAL_OUT) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str] | None:
+    """(tables, ems, joins, original_dir) written by :func:`write_original_tables`, or None
+    when ``out`` holds none (no checkout was re-scored yet)."""
+    out = Path(out)
+    if not (out / "tables.json").exists():
+        return None
+    obj = json.loads((out / "tables.json").read_text())
+    tables = pd.DataFrame(obj["rows"])[["dataset", "model", "condition", "source", "step", "n", "table"]]
+    ems = pd.read_csv(out / "ems.csv") if (out / "ems.csv").exists() else pd.DataFrame()
+    joins = pd.read_csv(out / "joins.csv") if (out / "joins.csv").exists() else pd.DataFrame()
+    return tables, ems, joins, str(obj.get("original_dir", ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
