@@ -314,6 +314,8 @@ def test_original_checkout_rescored_side_by_side(tmp_path):
 
 def test_committed_only_tables_have_the_spec_numbers():
     t = rs.with_association(rs.committed_only())
+    assert set(t["step"]) == {"cls", "ir", "trace"} and set(t["dataset"]) == {"cotempqa", "babi"}
+    t = t[(t["step"] == "trace") & (t["dataset"] == "cotempqa")]
     q = t[(t["model"] == "Qwen3-1.7B") & (t["condition"] == "correct")].iloc[0]
     assert q["n"] == 949 and q["joint"] == pytest.approx(261 / 949)
     assert q["chi2_yates"] == pytest.approx(4.30, abs=0.01)

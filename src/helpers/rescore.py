@@ -409,14 +409,30 @@ ORIGINAL_MODELS = {"Qwen3-1.7B": "Qwen3-1.7B", "Llama-3.2-1B-Instruct": "Llama-3
 # The original's adapter suffixes -> the project's conditions.
 ORIGINAL_CONDITIONS = {"": "vanilla", "-reasoning-facts": "correct",
                        "-reasoning-facts-perturbed": "incorrect"}
-# The pooled CoTempQA answer x trace tables the original committed (STUDY_SPEC section 7),
-# [[A and T, A and not T], [not A and T, not A and not T]]: shown when no checkout is given.
-COMMITTED_TRACE_TABLES = {
-    ("cotempqa", "Qwen3-1.7B", "correct"): [[261, 248], [195, 245]],
-    ("cotempqa", "Llama-3.2-1B", "correct"): [[174, 244], [187, 345]],
-    ("cotempqa", "Qwen3-1.7B", "incorrect"): [[34, 485], [30, 371]],
-    ("cotempqa", "Llama-3.2-1B", "incorrect"): [[34, 347], [71, 498]],
+# The pooled tables the original committed, [[A and T, A and not T], [not A and T, not A and
+# not T]] per step (cls = matrix1, ir = matrix2, trace = matrix3 of its
+# results/{Cotempqa,Babiqa}/confusion_matrix/*_confusion_matrix.json; CoTempQA at commits
+# 509ef3d3 / 2d289d30, bAbI at bf5b3d55 / 3b5881c3; the trace tables of CoTempQA are
+# STUDY_SPEC section 7's). Shown when no checkout is given.
+COMMITTED_TABLES = {
+    ("cotempqa", "Qwen3-1.7B", "correct"): {
+        "cls": [[372, 137], [236, 204]], "ir": [[379, 130], [365, 75]], "trace": [[261, 248], [195, 245]]},
+    ("cotempqa", "Llama-3.2-1B", "correct"): {
+        "cls": [[275, 143], [247, 285]], "ir": [[303, 115], [441, 91]], "trace": [[174, 244], [187, 345]]},
+    ("cotempqa", "Qwen3-1.7B", "incorrect"): {
+        "cls": [[65, 454], [44, 357]], "ir": [[257, 262], [250, 151]], "trace": [[34, 485], [30, 371]]},
+    ("cotempqa", "Llama-3.2-1B", "incorrect"): {
+        "cls": [[47, 334], [85, 484]], "ir": [[220, 161], [440, 129]], "trace": [[34, 347], [71, 498]]},
+    ("babi", "Qwen3-1.7B", "correct"): {
+        "cls": [[222, 141], [6, 7]], "ir": [[89, 274], [4, 9]], "trace": [[85, 278], [4, 9]]},
+    ("babi", "Llama-3.2-1B", "correct"): {
+        "cls": [[221, 134], [11, 10]], "ir": [[88, 267], [5, 16]], "trace": [[86, 269], [5, 16]]},
+    ("babi", "Qwen3-1.7B", "incorrect"): {
+        "cls": [[63, 295], [4, 14]], "ir": [[0, 358], [0, 18]], "trace": [[0, 358], [0, 18]]},
+    ("babi", "Llama-3.2-1B", "incorrect"): {
+        "cls": [[11, 313], [2, 50]], "ir": [[0, 324], [0, 52]], "trace": [[0, 324], [0, 52]]},
 }
+COMMITTED_TRACE_TABLES = {k: v["trace"] for k, v in COMMITTED_TABLES.items() if k[0] == "cotempqa"}
 _MATRIX_STEP = {"matrix1": ("cls", "category"), "matrix2": ("ir", "fact"), "matrix3": ("trace", "trace")}
 STEP_TABLE = {"cls": "answer_x_cls", "ir": "answer_x_ir", "trace": "answer_x_trace"}
 SOURCES = ("committed", "compat", "compat_answer_type", "strict")
@@ -540,8 +556,8 @@ def rescore_original(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
         if cond == "vanilla":
             continue
         committed = committed_tables(run["committed"]) if run["committed"] is not None else {}
-        if not committed and (ds, model, cond) in COMMITTED_TRACE_TABLES:
-            committed = {"trace": COMMITTED_TRACE_TABLES[(ds, model, cond)]}
+        if not committed:
+            committed = COMMITTED_TABLES.get((ds, model, cond), {})
         for step in STEP_TABLE:
             if step in committed:
                 t = committed[step]
@@ -555,11 +571,11 @@ def rescore_original(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
 
 
 def committed_only() -> pd.DataFrame:
-    """The committed CoTempQA answer x trace tables (STUDY_SPEC section 7) in the layout of
+    """The committed tables (:data:`COMMITTED_TABLES`) in the layout of
     :func:`rescore_original`'s tables (what 06 shows when no checkout is given)."""
     return pd.DataFrame([{"dataset": ds, "model": m, "condition": c, "source": "committed",
-                          "step": "trace", "n": int(np.sum(t)), "table": t}
-                         for (ds, m, c), t in COMMITTED_TRACE_TABLES.items()])
+                          "step": step, "n": int(np.sum(t)), "table": t}
+                         for (ds, m, c), steps in COMMITTED_TABLES.items() for step, t in steps.items()])
 
 
 def with_association(tables: pd.DataFrame) -> pd.DataFrame:

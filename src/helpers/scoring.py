@@ -716,8 +716,8 @@ class OriginalJoin:
     when none does, the row found for the previous evaluated output is used again (the
     original's loop variable kept its last value); before any row was found there is none
     (the original crashed there; here the output counts as ``no_row``). ``counts`` tallies
-    ``joined``, ``other_row`` (a row with another key than the item's own), ``carried_over``
-    and ``no_row``."""
+    ``joined``, ``other_row`` (a row with another key than the item's own; rows without a key,
+    as from the original's CSV, are not counted), ``carried_over`` and ``no_row``."""
 
     def __init__(self, rows: Sequence[JoinRow]):
         self.rows = list(rows)
@@ -735,7 +735,7 @@ class OriginalJoin:
             hit = self.last
         else:
             self.counts["joined"] += 1
-        if own_key is not None and hit.key != own_key:
+        if own_key is not None and hit.key is not None and hit.key != own_key:
             self.counts["other_row"] += 1
         self.last = hit
         return hit
