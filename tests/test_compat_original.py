@@ -366,3 +366,41 @@ def test_join_order_decides_which_row_is_first():
     assert reordered["ir_correct_compat"].tolist() == [True]
     assert as_stored.attrs["compat_join"]["other_row"] == 1
     assert reordered.attrs["compat_join"]["other_row"] == 0
+
+
+# --------------------------------------------------------------------------------------------
+# the original's rules on the original's own gold traces (a student that is always right)
+# --------------------------------------------------------------------------------------------
+
+def test_script_on_gold_traces_crafted(tmp_path):
+    d = tmp_path / "cotempqa" / "with_facts"
+    d.mkdir(parents=True)
+    rows = []
+    for facts, q, gold in (P1, P2):
+        r = _csv_row(facts, gold, "equal")
+        target = _trace("equal", facts[:1], gold).split("assistant\n", 1)[1]
+        r.update(question="Answer the question based on the context:\n" + repr(facts) + "\nQuestion: "
+                 + q + " Only return the answer.\n",
+                 messages=repr([{"role": "user", "content": "u"}, {"role": "assistant", "content": target}]))
+        rows.append(r)
+    pd.DataFrame(rows).to_csv(d / "equal_test.csv", index=False)
+    t = rs.script_on_gold_traces(tmp_path).set_index("category")
+    # P2's line joins P1's row: its (right) retrieval counts as wrong; by its own row it is right
+    assert t.loc["equal", "other_row"] == 1
+    assert t.loc["equal", "ir_compat"] == 0.5 and t.loc["equal", "ir_own_row"] == 1.0
+    assert t.loc["equal", "cls_compat"] == 1.0 and t.loc["equal", "answer_em"] == 1.0
+    with pytest.raises(rs.RescoreError, match="no correct-trace test CSV"):
+        rs.script_on_gold_traces(tmp_path / "empty")
+
+
+@pytest.mark.skipif(not (ORIGINAL / "babi" / "with_facts" / "test.csv").exists(),
+                    reason="../shared/data/original is not present")
+def test_script_on_the_real_gold_traces():
+    t = rs.script_on_gold_traces(ORIGINAL).set_index(["dataset", "category"])
+    # joined by their own rows, the gold traces are right (as they must be)...
+    assert (t["cls_own_row"] == 1.0).all() and (t["ir_own_row"] >= 0.99).all()
+    # ...under the original's join they are not: bAbI answers repeat across stories
+    b = t.loc[("babi", "all")]
+    assert b["other_row"] > b["n"] / 2 and b["trace_compat"] < 0.5
+    c = t.loc["cotempqa"]
+    assert (c["cls_compat"] == 1.0).all() and (c["ir_compat"] < 1.0).all()

@@ -634,6 +634,94 @@ def write_original_tables(root: Path, out: Path = ORIGINAL_OUT) -> dict[str, Pat
     return written
 
 
+def gold_trace_files(root: Path) -> dict[str, list[tuple[str | None, Path]]]:
+    """The original's correct-trace test CSVs under ``root``: a checkout of its repository
+    (``data/{cotempqa,babiqa}/sft_dataset_reasoning_with_facts_chat_template/``) or the
+    layout of ``../shared/data/original`` (``{cotempqa,babi}/with_facts/``). Per dataset,
+    [(category or None, csv)]; datasets without files are left out."""
+    root = Path(root)
+    out: dict[str, list[tuple[str | None, Path]]] = {}
+    for ds, subdirs in (("cotempqa", ("data/cotempqa/sft_dataset_reasoning_with_facts_chat_template",
+                                      "cotempqa/with_facts")),
+                        ("babi", ("data/babiqa/sft_dataset_reasoning_with_facts_chat_template",
+                                  "babi/with_facts"))):
+        for sub in subdirs:
+            d = root / sub
+            if ds == "cotempqa":
+                files = [(c, d / f"{c}_test.csv") for c in COTEMPQA_CATEGORIES if (d / f"{c}_test.csv").exists()]
+            else:
+                files = [(None, d / "test.csv")] if (d / "test.csv").exists() else []
+            if files:
+                out[ds] = files
+                break
+    return out
+
+
+def script_on_gold_traces(root: Path, work: Path | None = None) -> pd.DataFrame:
+    """What the original's confusion-matrix rules give a student that writes every test row's
+    own training target (the correct trace and answer of the original's test CSVs, their
+    ``messages``): per dataset and category, the step accuracies under the original's join
+    (``compat``) and joined by the row itself (``own_row``), and how often the join took
+    another problem's row. Every step of these targets is right by construction, so what is
+    below 1 is the scoring. ``work``: a folder for the intermediate prediction files (default:
+    a temporary one)."""
+    import tempfile
+
+    files = gold_trace_files(root)
+    if not files:
+        raise RescoreError(f"{root}: no correct-trace test CSV of the original found")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(work) if work is not None else Path(tmp)
+        for ds, pairs in files.items():
+            for cat, csv in pairs:
+                df = pd.read_csv(csv, keep_default_na=False)
+                texts = df["answer"].astype(str).tolist()
+                lines, other = [], 0
+                for k, r in enumerate(df.to_dict("records")):
+                    msgs = ast.literal_eval(r["messages"])
+                    target = "assistant\n" + str(msgs[-1]["content"])
+                    if ds == "cotempqa":
+                        gold = ast.literal_eval(r["answer"])
+                        facts = ast.literal_eval(r["facts"])
+                        lines.append({"input": "", "prediction": target, "gold": gold,
+                                      "triple_element": r["triple_element"], "facts": facts,
+                                      "question": _question_from_prompt(str(r["question"])) or str(r["question"])})
+                    else:
+                        gold = [str(r["answer"])]
+                        lines.append({"input": "", "prediction": target, "gold": gold[0],
+                                      "question": r["question"], "passage": r["passages"],
+                                      "query_type": r["query_type"], "reasoning": r["answer_passage"]})
+                    j = next((i for i, t in enumerate(texts) if str(gold[0]) in t), None)
+                    other += j is not None and j != k
+                path = base / ds / (cat or "all") / "gold_targets.jsonl"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+                s, _ = rescore(ds, path, category=cat, mode="compat", gold_csv=csv, condition="correct")
+                s_own, _ = rescore(ds, path, category=cat, mode="compat", compat_join="id", condition="correct")
+                rows.append({"dataset": ds, "category": cat or "all", "n": s["n"],
+                             "n_evaluated": s["compat"]["n_evaluated"], "other_row": other,
+                             "carried_over": s["join"]["carried_over"],
+                             "cls_compat": s["compat"]["cls_acc"], "ir_compat": s["compat"]["ir_acc"],
+                             "trace_compat": s["compat"]["trace_acc"],
+                             "cls_own_row": s_own["compat"]["cls_acc"], "ir_own_row": s_own["compat"]["ir_acc"],
+                             "trace_own_row": s_own["compat"]["trace_acc"], "answer_em": s["answer"]["em"]})
+    return pd.DataFrame(rows)
+
+
+def committed_step_accuracy() -> pd.DataFrame:
+    """Step accuracies of the committed tables (:data:`COMMITTED_TABLES`): the share of
+    items whose classification / IR / trace the original's script counted correct."""
+    rows = []
+    for (ds, m, c), steps in COMMITTED_TABLES.items():
+        row = {"dataset": ds, "model": m, "condition": c}
+        for step, t in steps.items():
+            row["n"] = int(np.sum(t))
+            row[step] = (t[0][0] + t[1][0]) / np.sum(t)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def load_original_tables(out: Path = ORIGINAL_OUT) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str] | None:
     """(tables, ems, joins, original_dir) written by :func:`write_original_tables`, or None
     when ``out`` holds none (no checkout was re-scored yet)."""
