@@ -40,7 +40,7 @@ ENV_STAMP := $(VENV)/.installed
 FIGS := accuracy_by_condition step_accuracy contingency_heatmaps forest_phi_or accuracy_by_category key_steps
 
 .DEFAULT_GOAL := help
-.PHONY: help env data decompose traces sft eval correlation figures reproduce test unit smoke bench clean clean-all $(addprefix fig-,$(FIGS)) FORCE
+.PHONY: help env data decompose traces sft eval correlation figures reproduce test unit smoke bench clean clean-all $(addprefix fig-,$(FIGS)) FORCE original
 
 help: ## list the targets
 	@echo "Trace-based distillation study (PROFILE=$(PROFILE); smoke | quick | paper)"
@@ -90,6 +90,27 @@ figures: $(addprefix fig-,$(FIGS)) ## redraw every figure from results/<profile>
 
 $(addprefix fig-,$(FIGS)): fig-%: $(OUT)/05_eval.ipynb
 	$(PY) -m helpers.figures $* --profile $(PROFILE)
+
+# ------------------------------------------------------------- the original's outputs
+# A checkout of the original study's repository (its published prediction files, test CSVs
+# and committed confusion matrices), or a commit of it to download where a network exists.
+ORIGINAL_DIR    ?=
+ORIGINAL_COMMIT ?=
+ORIGINAL_URL    := https://github.com/sbhambr1/Trace_Check_QA/archive/$(ORIGINAL_COMMIT).tar.gz
+
+original: | $(ENV_STAMP) ## re-score the original's published outputs (ORIGINAL_DIR=<checkout> or ORIGINAL_COMMIT=<sha>): results/original/, shown in 06
+ifneq ($(ORIGINAL_DIR),)
+	$(PY) -m helpers.rescore --original-dir $(abspath $(ORIGINAL_DIR)) --out results/original
+else ifneq ($(ORIGINAL_COMMIT),)
+	mkdir -p data/original
+	test -d data/original/Trace_Check_QA-$(ORIGINAL_COMMIT) || \
+		curl -fL $(ORIGINAL_URL) | tar -xz -C data/original
+	$(PY) -m helpers.rescore --original-dir data/original/Trace_Check_QA-$(ORIGINAL_COMMIT) --out results/original
+else
+	@echo "make original needs ORIGINAL_DIR=<checkout of https://github.com/sbhambr1/Trace_Check_QA>" >&2
+	@echo "  (git clone https://github.com/sbhambr1/Trace_Check_QA), or ORIGINAL_COMMIT=<full sha> to download it" >&2
+	@exit 2
+endif
 
 # --------------------------------------------------------------------------------- tests
 test: $(ENV_STAMP) ## unit tests + a papermill run of all six notebooks on the smoke profile

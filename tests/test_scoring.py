@@ -200,12 +200,24 @@ def test_empty_citation_against_empty_relevant_is_exact():
 # --------------------------------------------------------------------------------------------
 
 def test_compat_unevaluated_outputs():
+    # The original's two tests only: no "think" in the output, or nothing at all before the
+    # first </think>. (Changed from the earlier, unfaithful version, which also left out a
+    # bare <think> tag, a role word or whitespace before </think>: the original evaluated them.)
     assert compat_trace_text("Red Party") is None                                 # no "think"
-    assert compat_trace_text("<think></think> <answer>x</answer>") is None         # empty trace
-    assert compat_trace_text("assistant\n<think>\n\n</think>\n\n x") is None       # role word only
-    r = compat_trace("<think>\n</think> x", CT_ROW, "cotempqa")
+    assert compat_trace_text("</think> <answer>x</answer>") is None               # empty text
+    assert compat_trace_text("Thinking aloud") is None                            # case-sensitive
+    r = compat_trace("</think> x", CT_ROW, "cotempqa")
     assert r["compat_evaluated"] is False and r["trace_correct_compat"] is pd.NA
     assert compat_trace_text("I think it is x") == "I think it is x"                # quirk: evaluated
+    assert compat_trace_text("<think></think> <answer>x</answer>") == "<think>"
+    assert compat_trace_text("assistant\n<think>\n\n</think>\n\n x") == "assistant\n<think>\n\n"
+
+
+def test_compat_whitespace_only_think_text_is_evaluated():
+    for text in (" </think> <answer>x</answer>", "\n\n</think>think", "<think>\n</think> x"):
+        r = compat_trace(text, CT_ROW, "cotempqa")
+        assert r["compat_evaluated"] is True, text
+        assert r["cls_correct_compat"] is False and r["ir_correct_compat"] is False
 
 
 def test_compat_label_is_a_substring_of_the_first_sentence_cotempqa():
@@ -224,8 +236,21 @@ def test_compat_label_in_second_sentence_babi():
     assert compat_trace(ok, BB_ROW, "babi")["cls_correct_compat"] is True
     first_only = "<think>single-supporting-fact. Nothing here. " + R_BB + "[]</think>"
     assert compat_trace(first_only, BB_ROW, "babi")["cls_correct_compat"] is False
+    # no second sentence: the first is tested (the original's fallback; the earlier version
+    # of this test expected False, which was not what the original did)
     one_sentence = "<think>single-supporting-fact</think>"
-    assert compat_trace(one_sentence, BB_ROW, "babi")["cls_correct_compat"] is False
+    assert compat_trace(one_sentence, BB_ROW, "babi")["cls_correct_compat"] is True
+
+
+def test_compat_classification_lower_cases_the_sentence_babi_marco():
+    upper = "<think>" + C_BB.format("SINGLE-SUPPORTING-FACT") + "\n" + R_BB + "[]</think>"
+    assert compat_trace(upper, BB_ROW, "babi")["cls_correct_compat"] is True
+    mrow = dict(BB_ROW, category="NUMERIC")
+    lower = "<think>" + C_BB.format("numeric") + "</think>"
+    assert compat_trace(lower, mrow, "marco")["cls_correct_compat"] is True
+    # CoTempQA is case-sensitive, as in the original
+    ct = "<think>" + C_CT.format("OVERLAP") + "</think>"
+    assert compat_trace(ct, CT_ROW, "cotempqa")["cls_correct_compat"] is False
 
 
 def test_compat_ir_any_context_fact_of_the_row():
@@ -242,20 +267,74 @@ def test_compat_ir_any_context_fact_of_the_row():
 
 
 def test_compat_join_by_answer_substring_picks_the_first_containing_row():
-    r0 = dict(CT_ROW, id="a", answers=["Red Party", "Blue"], category="mix",
+    # CoTempQA: the original scanned the item's category file, so the wrong row is another
+    # problem of the same category whose answer text contains the item's first answer
+    r0 = dict(CT_ROW, id="a", answers=["Red Party", "Blue"], category="equal",
               context=["Bo is a member of the Red Party in 2000."], relevant=[0])
     r1 = dict(CT_ROW, id="b", answers=["Red"], category="equal",
               context=["Cy is a member of the Red in 2001."], relevant=[0])
-    gold = pd.DataFrame([r0, r1])
+    r2 = dict(CT_ROW, id="c", answers=["Red"], category="mix",
+              context=["Di is a member of the Red in 1999."], relevant=[0])
+    gold = pd.DataFrame([r2, r0, r1])
     out = render_trace("cotempqa", "equal", r1["context"], "['Red']")
     preds = pd.DataFrame({"id": ["b"], "prediction": [out]})
-    by_id = score_items(preds, gold, dataset="cotempqa", condition="correct")
-    by_answer = score_items(preds, gold, dataset="cotempqa", condition="correct",
-                            mode_compat_join="answer")
+    by_id = score_items(preds, gold, dataset="cotempqa", condition="correct", mode_compat_join="id")
+    by_answer = score_items(preds, gold, dataset="cotempqa", condition="correct")
+    assert by_answer.attrs["compat_join"]["mode"] == "original"       # the default
     assert bool(by_id.loc[0, "trace_correct_compat"]) is True
-    assert bool(by_answer.loc[0, "cls_correct_compat"]) is False   # joined row a: label "mix"
-    assert bool(by_answer.loc[0, "ir_correct_compat"]) is False    # a's facts are not cited
+    assert bool(by_answer.loc[0, "cls_correct_compat"]) is True       # a is "equal" too
+    assert bool(by_answer.loc[0, "ir_correct_compat"]) is False       # a's facts are not cited
+    assert by_answer.attrs["compat_join"]["other_row"] == 1
     assert by_answer.loc[0, "trace_correct"] == by_id.loc[0, "trace_correct"] == True  # strict: by id
+    # the same under the former name of the mode
+    old = score_items(preds, gold, dataset="cotempqa", condition="correct", mode_compat_join="answer")
+    assert old["ir_correct_compat"].tolist() == by_answer["ir_correct_compat"].tolist()
+    # citing a's fact instead makes IR right under the original's join only
+    out_a = render_trace("cotempqa", "equal", r0["context"], "['Red']")
+    both = score_items(pd.DataFrame({"id": ["b"], "prediction": [out_a]}), gold,
+                       dataset="cotempqa", condition="correct")
+    assert bool(both.loc[0, "ir_correct_compat"]) is True
+
+
+def test_compat_join_babi_scans_every_task_and_carries_over():
+    # bAbI / MS MARCO: one test file for every category, so the joined row can be another
+    # task's (wrong label); with no containing row, the previous evaluated item's row is reused
+    a = dict(BB_ROW, id="a", answers=["office"], category="two-supporting-facts",
+             context=["Bill went to the office."])
+    b = dict(BB_ROW, id="b", answers=["office"])
+    c = dict(BB_ROW, id="c", answers=["kitchen"], context=["Sue went to the kitchen."])
+    gold = pd.DataFrame([a, b, c])
+    t_b = render_trace("babi", "single-supporting-fact", BB_CONTEXT[2:], "office")
+    t_c = render_trace("babi", "single-supporting-fact", ["Sue went to the kitchen."], "kitchen")
+    # c's answer is found in row c itself; then drop row c from the scanned rows
+    preds = pd.DataFrame({"id": ["b", "c"], "prediction": [t_b, t_c]})
+    items = score_items(preds, gold, dataset="babi", condition="correct")
+    assert items["cls_correct_compat"].tolist() == [False, True]     # b joined to a (other task)
+    assert items.attrs["compat_join"]["other_row"] == 1
+    from helpers.scoring import JoinRow
+    rows = [JoinRow("office", "two-supporting-facts", ["Bill went to the office."])]
+    carried = score_items(preds, gold, dataset="babi", condition="correct", join_rows=rows)
+    assert carried.attrs["compat_join"]["carried_over"] == 1          # c reuses b's row
+    assert carried["cls_correct_compat"].tolist() == [False, False]
+    # nothing found before any row was: not joined, counted
+    first = score_items(preds.iloc[::-1].reset_index(drop=True), gold, dataset="babi",
+                        condition="correct", join_rows=rows)
+    assert first.attrs["compat_join"]["no_row"] == 1
+    assert first["compat_evaluated"].tolist() == [False, True]
+
+
+def test_unevaluated_outputs_do_not_move_the_join():
+    a = dict(BB_ROW, id="a", answers=["office"], context=["Bill went to the office."])
+    c = dict(BB_ROW, id="c", answers=["kitchen"], context=["Sue went to the kitchen."])
+    gold = pd.DataFrame([a, c])
+    from helpers.scoring import JoinRow
+    rows = [JoinRow("office", "single-supporting-fact", ["Bill went to the office."])]
+    t = render_trace("babi", "single-supporting-fact", ["Bill went to the office."], "kitchen")
+    # line 1 (a) is unevaluated (no "think"), so line 2 (c, no containing row) has no row to reuse
+    preds = pd.DataFrame({"id": ["a", "c"], "prediction": ["office", t]})
+    items = score_items(preds, gold, dataset="babi", condition="correct", join_rows=rows)
+    assert items["compat_evaluated"].tolist() == [False, False]
+    assert items.attrs["compat_join"]["no_row"] == 1
 
 
 # --------------------------------------------------------------------------------------------

@@ -79,7 +79,13 @@ def evaluate_run(cfg: Mapping[str, Any], dataset: str, model_name: str, conditio
     # gold rows as the traces stage saw them (its decomposition rule picked `relevant`)
     gold = (pd.read_parquet(traces.test_path(cfg["profile"], dataset))
             .rename(columns={"gold_label": "category", "gold_relevant": "relevant"}))
-    scored = scoring.score_items(preds[["id", "prediction"]], gold, dataset=dataset, condition=condition)
+    # the compat join scans the test rows in the original's order (scoring.original_order)
+    from . import data
+    order, _ = scoring.original_order(data.load_split(cfg["profile"], dataset, "train"),
+                                      data.load_split(cfg["profile"], dataset, "test"), dataset,
+                                      seed=int(cfg.get("data_seed", 42)))
+    scored = scoring.score_items(preds[["id", "prediction"]], gold, dataset=dataset,
+                                 condition=condition, join_order=order)
     scored.insert(0, "seed", seed)
     scored.insert(0, "condition", condition)
     scored.insert(0, "model", model_name)

@@ -18,11 +18,24 @@ Traces, two rule sets
       the cited facts (a Python list literal in R) are mapped to context indices and compared
       with the ``relevant`` indices (precision, recall, exact set). Outputs whose trace cannot
       be parsed are a counted failure class (``parse_status``), never dropped.
-    * ``compat`` (the original study's rules): only outputs that contain "think" with text
-      before ``</think>`` are evaluated; C is correct when the gold label is a substring of
-      the first (CoTempQA) or second (bAbI / MS MARCO) "."-separated sentence; R is correct
-      when ANY context fact of the gold row appears verbatim in the trace; optionally the gold
-      row is found as the first row whose answer text contains the item's first gold answer.
+    * ``compat`` (the original study's confusion-matrix script, line for line): an output is
+      evaluated when it contains "think" and the text before its first ``</think>`` is not the
+      empty string (whitespace counts as text); C is correct when the gold label is a
+      substring of the first "."-separated sentence of that text (CoTempQA) or of the second
+      one, lower-cased (bAbI / MS MARCO; the first when there is no second); R is correct when
+      ANY fact of the gold row appears verbatim in the text. The gold row is found the
+      original's way (``mode_compat_join="original"``, the default): scan the category's test
+      rows in order and take the FIRST whose answer text contains the item's first gold
+      answer (a substring test: it can be another problem's row); when no row contains it,
+      the previous evaluated item's row is used again (the original's loop variable kept its
+      last value). ``id`` joins each item to its own row instead.
+
+CoTempQA subject/object rule (``cotemp_rule``)
+    ``official``: the benchmark's current code (entities are the subjects X unless the
+    question is ``S2_R1_O1``; needed to reproduce the published EMs); ``answer_type``: the
+    reverse (subjects only for ``S2_R1_O1``), what the question types and the benchmark's GPT
+    scorer imply. The answer EM of items.parquet uses ``official``;
+    :func:`cotemp_rule_table` re-scores the same answers under both.
 
 Parse status
     ``ok`` or one or more failure classes joined by ``+`` (in this order):
@@ -74,7 +87,17 @@ FAILURE_CLASSES = ("empty", "no_tags", "no_think", "unclosed_think", "no_answer_
 NO_TRACE = frozenset({"empty", "no_tags", "no_think", "unclosed_think"})
 
 ANSWER_RULES = ("strict", "compat")
-COMPAT_JOINS = ("id", "answer")
+# "answer" is the former name of "original" (kept so old calls keep working)
+COMPAT_JOINS = ("id", "original", "answer")
+COTEMP_RULES = ("official", "answer_type")
+# The order the original's scripts scanned the labels for in a row's classification sentence.
+ORIGINAL_LABEL_SCAN = {
+    "cotempqa": ("during", "equal", "overlap", "mix"),
+    "babi": ("single-supporting-fact", "two-supporting-facts", "two-arg-relations", "counting",
+             "lists-sets", "conjunction", "time-reasoning", "basic-deduction", "basic-induction",
+             "positional-reasoning", "size-reasoning"),
+    "marco": ("description", "numeric", "entity", "location", "person"),
+}
 
 # A new user turn the model started by itself (both rules cut the answer there).
 _NEW_TURN = "answer the question based on"
@@ -138,7 +161,12 @@ def extract_answer_compat(text: str) -> str:
     """The original study's answer extraction (STUDY_SPEC §5): the text inside
     ``<answer>…</answer>`` if present; else the text before "answer the question based on";
     else the text after " answer "; else after "answer:"; then every "assistant" and "think"
-    is deleted. The keyword tests ignore case (the original's scorer lower-cased first)."""
+    is deleted. The keyword tests ignore case (the original's scorer lower-cased first).
+
+    An ``<answer>`` without its closing tag takes the fallbacks: in a trace-shaped output the
+    retrieval sentence's "to answer the question" makes it the text between the first and the
+    second " answer " (``str.split(...)[1]``); with none of the three keywords, the text after
+    the first ``<answer>`` (the last fallback of the original's scorer)."""
     text = "" if text is None else str(text)
     i = text.find(ANSWER_OPEN)
     j = text.find(ANSWER_CLOSE, i + len(ANSWER_OPEN)) if i >= 0 else -1
@@ -154,6 +182,8 @@ def extract_answer_compat(text: str) -> str:
         elif "answer:" in low:
             parts = _split_ci(text, "answer:")
             ans = parts[1]
+        elif ANSWER_OPEN in low:
+            ans = _split_ci(text, ANSWER_OPEN)[1]
         else:
             ans = text
     ans = re.sub("assistant", "", ans, flags=re.IGNORECASE)
@@ -413,11 +443,19 @@ def _relation_patterns(phrase: str) -> list[re.Pattern]:
 _COTEMP_PATTERNS = [(kw, _relation_patterns(phrase)) for kw, phrase in _COTEMP_RELATIONS]
 
 
-def cotempqa_entities(facts: Sequence[str], triple_element: str) -> list[str]:
+def _check_cotemp_rule(rule: str) -> None:
+    if rule not in COTEMP_RULES:
+        raise ValueError(f"cotemp_rule must be one of {COTEMP_RULES}, got {rule!r}")
+
+
+def cotempqa_entities(facts: Sequence[str], triple_element: str, rule: str = "official") -> list[str]:
     """Entities the official scorer extracts from the context facts (lower-cased). A fact
-    ``X <relation> Y <date>`` yields Y for ``S2_R1_O1`` questions and X otherwise: the
-    official code's choice, which looks inverted but is reproduced as is."""
-    take_x = "S2_R1_O1" not in str(triple_element)
+    ``X <relation> Y <date>`` yields, under ``rule="official"``, Y for ``S2_R1_O1`` questions
+    and X otherwise: the official code's choice, which looks inverted but is reproduced as is
+    (the published EMs need it). ``rule="answer_type"`` takes the subject X only for
+    ``S2_R1_O1`` and Y otherwise."""
+    _check_cotemp_rule(rule)
+    take_x = ("S2_R1_O1" not in str(triple_element)) == (rule == "official")
     out = []
     for fact in facts:
         fact = str(fact)
@@ -448,7 +486,7 @@ def _official_prefilter(prediction: str) -> str:
 
 
 def cotempqa_official(prediction: str, gold: list[str], question: str, facts: list[str],
-                      triple_element: str) -> tuple[list[str], bool, float]:
+                      triple_element: str, rule: str = "official") -> tuple[list[str], bool, float]:
     """CoTempQA scoring with the benchmark's official semantics (STUDY_SPEC §5).
 
     Returns (predicted answers, EM, F1). Candidates = gold answers and the entities of the
@@ -459,11 +497,12 @@ def cotempqa_official(prediction: str, gold: list[str], question: str, facts: li
     predicted answer and is removed from it. If none was found, what is left of the
     prediction is the single predicted answer. Predicted and gold lists are de-duplicated,
     normalised (:func:`normalize_answer`) and sorted (in the official order: de-duplication
-    before normalisation); EM = the lists are equal; F1 over answer strings."""
+    before normalisation); EM = the lists are equal; F1 over answer strings. ``rule``: the
+    subject/object rule of :func:`cotempqa_entities`."""
     pred = _official_prefilter(str(prediction).lower())
     golds = [str(g).lower() for g in gold]
     q = str(question).lower()
-    cands = sorted(set(cotempqa_entities(facts, triple_element)) | set(golds),
+    cands = sorted(set(cotempqa_entities(facts, triple_element, rule)) | set(golds),
                    key=lambda s: (-len(s), s))
     found: list[str] = []
     skipped = False
@@ -525,14 +564,33 @@ def _unescape_list_literal(answer: str) -> str:
     return "[" + ", ".join(f"'{s}'" for s in items) + "]"
 
 
+def original_em(pred_answer: str, golds: Sequence[str], dataset: str) -> bool:
+    """bAbI / MS MARCO answer EM exactly as the original scored it: both sides lower-cased; the
+    raw gold must be a substring of the extracted prediction (``shot``), and then the list
+    [normalised prediction] must equal the sorted list of the normalised, de-duplicated golds.
+    bAbI has one gold string; MS MARCO compared the whole gold list, so an item with two or
+    more distinct answers can never be correct."""
+    p = "" if pred_answer is None else str(pred_answer).lower()
+    uniq = list(dict.fromkeys(str(g).lower() for g in golds))  # the original's list(set(golds))
+    if dataset == "babi":
+        uniq = uniq[:1]
+    shot = any(g in p for g in uniq)
+    predict = [normalize_answer(p)] if shot else []
+    return predict == sorted(normalize_answer(g) for g in uniq)
+
+
 def answer_scores(pred_answer: str, row: Mapping, dataset: str, *,
-                  decode_literal: bool = True) -> dict:
+                  decode_literal: bool = True, cotemp_rule: str = "official",
+                  original_em_rule: bool = False) -> dict:
     """Answer EM / F1 (and ROUGE-L F for MS MARCO, else NaN) of an extracted answer against
     a data row (``answers``; CoTempQA also ``question``, ``context`` and ``meta``'s
     ``triple_element``). With several gold answers (bAbI / MS MARCO), the best one counts.
     ``decode_literal`` (CoTempQA): undo the escapes of a list-literal answer first (see
-    :func:`_unescape_list_literal`; off under the original's rules)."""
+    :func:`_unescape_list_literal`; off under the original's rules). ``cotemp_rule``: the
+    CoTempQA subject/object rule (:data:`COTEMP_RULES`). ``original_em_rule`` (bAbI / MS
+    MARCO): the EM is :func:`original_em` (the original's substring-and-equal test)."""
     _check_dataset(dataset)
+    _check_cotemp_rule(cotemp_rule)
     pred_answer = "" if pred_answer is None else str(pred_answer)
     golds = [str(a) for a in as_list(row["answers"])]
     if not golds:
@@ -545,10 +603,13 @@ def answer_scores(pred_answer: str, row: Mapping, dataset: str, *,
             raise ValueError(f"row {row.get('id')!r}: CoTempQA scoring needs meta.triple_element")
         _, em, f1 = cotempqa_official(pred_answer, golds, str(row["question"]),
                                       [str(c) for c in as_list(row["context"])],
-                                      meta["triple_element"])
+                                      meta["triple_element"], cotemp_rule)
         return {"em": bool(em), "f1": float(f1), "rouge_l": float("nan")}
     p = normalize_answer(pred_answer)
-    em = any(p == normalize_answer(g) for g in golds)
+    if original_em_rule:
+        em = original_em(pred_answer, golds, dataset)
+    else:
+        em = any(p == normalize_answer(g) for g in golds)
     f1 = max(token_f1(pred_answer, g) for g in golds)
     rl = max(rouge_l(pred_answer, g) for g in golds) if dataset == "marco" else float("nan")
     return {"em": bool(em), "f1": float(f1), "rouge_l": float(rl)}
@@ -591,32 +652,93 @@ def strict_trace(parsed: ParsedOutput, row: Mapping) -> dict:
 
 def compat_trace_text(text: str) -> str | None:
     """The trace the original evaluated: the text before the first ``</think>``, or None when
-    the output is not evaluated (no "think" in it, or nothing but the think tag and a role
-    word before ``</think>``)."""
+    the output is not evaluated. Exactly the original's two tests: the output does not
+    contain "think" (case-sensitive), or the text before the first ``</think>`` is the empty
+    string. Anything else is evaluated: whitespace only, a bare ``<think>`` tag or a role
+    word before ``</think>`` all count as text."""
     text = "" if text is None else str(text)
     if "think" not in text:
         return None
     trace = text.split(THINK_CLOSE)[0]
-    content = _strip_role_header(trace.replace(THINK_OPEN, "")).strip()
-    return trace if content else None
+    return None if trace == "" else trace
+
+
+_UNEVALUATED = {"compat_evaluated": False, "cls_correct_compat": pd.NA,
+                "ir_correct_compat": pd.NA, "trace_correct_compat": pd.NA}
 
 
 def compat_trace(text: str, row: Mapping, dataset: str) -> dict:
-    """The original's trace checks (``compat``) against gold row ``row``: evaluated or not;
-    C = gold label substring of sentence 1 (CoTempQA) / sentence 2 (bAbI, MS MARCO) of the
-    trace split on "."; R = any context fact of the row verbatim in the trace."""
+    """The original's trace checks (``compat``) against gold row ``row`` (``category``, and
+    ``context`` = every fact of the row): evaluated or not (:func:`compat_trace_text`);
+    C = the gold label is a substring of sentence 1 of the trace split on "." (CoTempQA, case
+    as is) or of sentence 2, lower-cased, against the lower-cased label (bAbI, MS MARCO; the
+    only sentence when there is no second); R = any fact of the row verbatim in the trace."""
     _check_dataset(dataset)
     trace = compat_trace_text(text)
     if trace is None:
-        return {"compat_evaluated": False, "cls_correct_compat": pd.NA,
-                "ir_correct_compat": pd.NA, "trace_correct_compat": pd.NA}
+        return dict(_UNEVALUATED)
     label = "" if row["category"] is None else str(row["category"])
     sentences = trace.split(".")
-    pos = 0 if dataset == "cotempqa" else 1
-    cls_ok = bool(label) and len(sentences) > pos and label in sentences[pos]
-    ir_ok = any(str(f) and str(f) in trace for f in as_list(row["context"]))
+    if dataset == "cotempqa":
+        cls_ok = bool(label) and label in sentences[0]
+    else:
+        sentence = sentences[1] if len(sentences) > 1 else sentences[0]
+        cls_ok = bool(label) and label.lower() in sentence.lower()
+    ir_ok = any(str(f) in trace for f in as_list(row["context"]))
     return {"compat_evaluated": True, "cls_correct_compat": bool(cls_ok),
             "ir_correct_compat": bool(ir_ok), "trace_correct_compat": bool(cls_ok and ir_ok)}
+
+
+def label_from_reasoning(text: str, dataset: str) -> str | None:
+    """The gold label the original read from a test row's classification sentence: the first
+    label of its fixed scan order (:data:`ORIGINAL_LABEL_SCAN`) contained in the lower-cased
+    text; None when none is."""
+    _check_dataset(dataset)
+    low = "" if text is None else str(text).lower()
+    return next((lab for lab in ORIGINAL_LABEL_SCAN[dataset] if lab in low), None)
+
+
+@dataclass
+class JoinRow:
+    """One row the original's join can pick: its answer text (searched), label and facts."""
+
+    answer_text: str
+    category: str | None
+    context: list[str]
+    key: str | None = None
+
+
+class OriginalJoin:
+    """The original's gold-row join, with its state.
+
+    For each evaluated output, in file order: scan ``rows`` (one category's test rows, in
+    the test file's order) and take the first whose answer text contains ``first_answer``;
+    when none does, the row found for the previous evaluated output is used again (the
+    original's loop variable kept its last value); before any row was found there is none
+    (the original crashed there; here the output counts as ``no_row``). ``counts`` tallies
+    ``joined``, ``other_row`` (a row with another key than the item's own; rows without a key,
+    as from the original's CSV, are not counted), ``carried_over`` and ``no_row``."""
+
+    def __init__(self, rows: Sequence[JoinRow]):
+        self.rows = list(rows)
+        self.last: JoinRow | None = None
+        self.counts = {"joined": 0, "other_row": 0, "carried_over": 0, "no_row": 0}
+
+    def find(self, first_answer: str, own_key: str | None = None) -> JoinRow | None:
+        first = str(first_answer)
+        hit = next((r for r in self.rows if first in r.answer_text), None)
+        if hit is None:
+            if self.last is None:
+                self.counts["no_row"] += 1
+                return None
+            self.counts["carried_over"] += 1
+            hit = self.last
+        else:
+            self.counts["joined"] += 1
+        if own_key is not None and hit.key is not None and hit.key != own_key:
+            self.counts["other_row"] += 1
+        self.last = hit
+        return hit
 
 
 def answer_text(answers: Sequence[str], dataset: str) -> str:
@@ -631,19 +753,92 @@ def answer_text(answers: Sequence[str], dataset: str) -> str:
 _GOLD_COLUMNS = ("id", "question", "context", "answers", "category", "relevant")
 
 
+def join_rows_from_gold(gold: pd.DataFrame, dataset: str) -> list[JoinRow]:
+    """The rows of a gold frame (data schema) as the original's join sees them: answer text
+    = the answers rendered as in the original's test files (CoTempQA: the list repr), label
+    = ``category``, facts = every context fact, key = ``id``; in the frame's order."""
+    return [JoinRow(answer_text(as_list(r["answers"]), dataset), str(r["category"]),
+                    [str(c) for c in as_list(r["context"])], str(r["id"]))
+            for r in gold.to_dict("records")]
+
+
+COTEMPQA_TEST_FRAC = 0.2
+
+
+def _source_position(row: Mapping) -> tuple:
+    """A row's position in its source file: ``meta.line`` when recorded, else the number at
+    the end of its id (``cotempqa/<scenario>/<index>``), else its id."""
+    meta = _meta(row)
+    if isinstance(meta.get("line"), (int, float)):
+        return (0, float(meta["line"]), "")
+    tail = str(row["id"]).rsplit("/", 1)[-1]
+    return (1, float(tail), "") if tail.isdigit() else (2, 0.0, str(row["id"]))
+
+
+def original_order(train: pd.DataFrame, test: pd.DataFrame, dataset: str,
+                   seed: int = 42) -> tuple[list[str], str]:
+    """The test ids in the order the original's test CSVs list them, and how it was found.
+
+    The original wrote each CoTempQA category's test file in the order
+    ``g.sample(frac=0.2, random_state=42)`` drew the rows of ``g`` (the category's rows in
+    source order), and its join scanned that file top to bottom. The project's split makes
+    the same draw (``data.split_cotempqa``) but stores the test rows in source order. Here the
+    draw is made again on train + test of each category in source order; when it yields
+    exactly the test rows (an uncapped split of the full files) the draw order is returned
+    (``"draw"``). Otherwise (capped splits, other datasets, generated data) the stored order
+    is returned with the reason. On the real CoTempQA files the draw order equals the
+    original's committed ``{equal,overlap,mix}_test.csv`` row for row (tests/)."""
+    stored = [str(i) for i in test["id"]]
+    if dataset != "cotempqa":
+        return stored, "stored: the original's draw order is reproduced for CoTempQA only"
+    full = pd.concat([train, test], ignore_index=True)
+    out: list[str] = []
+    for cat in dict.fromkeys(str(c) for c in test["category"]):
+        g = full[full["category"].astype(str) == cat]
+        rows = sorted(g.to_dict("records"), key=_source_position)
+        g = pd.DataFrame({"id": [str(r["id"]) for r in rows]})
+        drawn = g.sample(frac=COTEMPQA_TEST_FRAC, random_state=seed)["id"].tolist()
+        want = set(i for i, c in zip(stored, test["category"].astype(str)) if c == cat)
+        if set(drawn) != want:
+            return stored, (f"stored: the draw over {len(g)} {cat} rows does not give the "
+                            f"{len(want)} test rows (a capped or re-split set)")
+        out += drawn
+    return out, "draw"
+
+
 def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condition: str,
-                mode_compat_join: str = "id", answer_rule: str = "strict") -> pd.DataFrame:
+                mode_compat_join: str = "original", answer_rule: str = "strict",
+                cotemp_rule: str = "official",
+                join_rows: Sequence[JoinRow] | None = None,
+                join_order: Sequence[str] | None = None) -> pd.DataFrame:
     """Score predictions (columns ``id``, ``prediction``) against gold rows (the data schema).
 
     Returns one row per prediction, in the prediction order, with exactly
     :data:`ITEM_COLUMNS` (the caller adds dataset, model, condition, seed).
-    ``mode_compat_join``: how the compat trace checks find their gold row: ``id`` (the item's
-    own row) or ``answer`` (the original's join: the first gold row whose answer text
-    contains the item's first gold answer). ``answer_rule``: see :func:`parse_output`.
-    A prediction whose id is not in ``gold`` raises; ids must be unique on both sides."""
+
+    ``mode_compat_join``: how the compat trace checks find their gold row: ``original`` (the
+    default; the original's join, :class:`OriginalJoin`) or ``id`` (the item's own row).
+    The original scanned ``{category}_test.csv`` for CoTempQA (so only rows of the item's
+    category) and the one ``test.csv`` for bAbI / MS MARCO (every row). Without
+    ``join_rows`` the scanned rows are ``gold``'s, in ``gold``'s order (for the project's
+    test split: the order of the source files, see docs/notes; the original's CSVs list the
+    same CoTempQA test rows in the order ``sample(frac=0.2, random_state=42)`` drew them, so
+    where two rows of a category share an answer the two orders can pick different rows).
+    ``join_order``: the gold ids in the order to scan them (:func:`original_order`: the
+    original's order); ids not in it are scanned after, in ``gold``'s order.
+    ``join_rows``: the rows of the original's own test file instead (``rescore
+    --gold-csv``); all of them are scanned.
+
+    ``answer_rule``: see :func:`parse_output`; ``compat`` also scores bAbI / MS MARCO answers
+    with :func:`original_em`. ``cotemp_rule``: the CoTempQA subject/object rule.
+    A prediction whose id is not in ``gold`` raises; ids must be unique on both sides.
+    The join's counts are in ``result.attrs["compat_join"]``."""
     _check_dataset(dataset)
+    _check_cotemp_rule(cotemp_rule)
     if mode_compat_join not in COMPAT_JOINS:
         raise ValueError(f"mode_compat_join must be one of {COMPAT_JOINS}, got {mode_compat_join!r}")
+    if mode_compat_join == "answer":
+        mode_compat_join = "original"
     for col in ("id", "prediction"):
         if col not in preds.columns:
             raise KeyError(f"predictions lack column {col!r} (have {list(preds.columns)})")
@@ -664,17 +859,30 @@ def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condit
     if missing:
         raise KeyError(f"{len(missing)} prediction ids are not in the gold data, e.g. {missing[:5]}")
     rows = gold.to_dict("records")
-    texts = [answer_text(as_list(r["answers"]), dataset) for r in rows]
+    joins: dict[str, OriginalJoin] = {}
+    if mode_compat_join == "original":
+        if join_rows is not None:
+            joins[""] = OriginalJoin(join_rows)
+        else:
+            scan = rows
+            if join_order is not None:
+                rank = {str(i): k for k, i in enumerate(join_order)}
+                scan = sorted(rows, key=lambda r: rank.get(str(r["id"]), len(rank)))
+            all_rows = join_rows_from_gold(pd.DataFrame(scan, columns=gold.columns), dataset)
+            if dataset == "cotempqa":  # one test file per category
+                for cat in dict.fromkeys(str(r["category"]) for r in scan):
+                    joins[cat] = OriginalJoin([j for j, r in zip(all_rows, scan)
+                                               if str(r["category"]) == cat])
+            else:
+                joins[""] = OriginalJoin(all_rows)
 
     def joined(row: Mapping) -> Mapping | None:
         if mode_compat_join == "id":
             return row
         answers = as_list(row["answers"])
-        if not answers:
-            return None
-        first = str(answers[0])
-        k = next((k for k, t in enumerate(texts) if first in t), None)
-        return rows[k] if k is not None else None
+        key = "" if "" in joins else str(row["category"])
+        hit = joins[key].find(str(answers[0]), str(row["id"]))
+        return None if hit is None else {"category": hit.category, "context": hit.context}
 
     has_target = condition in TRACE_CONDITIONS
     out = []
@@ -682,17 +890,23 @@ def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condit
         row = rows[pos[pid]]
         text = "" if text is None or (isinstance(text, float) and math.isnan(text)) else str(text)
         parsed = parse_output(text, dataset, answer_rule=answer_rule)
-        ans = answer_scores(parsed.answer, row, dataset, decode_literal=answer_rule == "strict")
+        ans = answer_scores(parsed.answer, row, dataset, decode_literal=answer_rule == "strict",
+                            cotemp_rule=cotemp_rule, original_em_rule=answer_rule == "compat")
         strict = strict_trace(parsed, row)
-        jrow = joined(row)
-        compat = (compat_trace(text, jrow, dataset) if jrow is not None else
-                  {"compat_evaluated": False, "cls_correct_compat": pd.NA,
-                   "ir_correct_compat": pd.NA, "trace_correct_compat": pd.NA})
+        # the original joined only the outputs it evaluated (its `continue` came first)
+        jrow = joined(row) if compat_trace_text(text) is not None else None
+        compat = compat_trace(text, jrow, dataset) if jrow is not None else dict(_UNEVALUATED)
         out.append({"id": pid, "category": str(row["category"]), "prediction": text,
                     "parse_status": parsed.status, "answer_pred": parsed.answer,
                     "answer_em": ans["em"], "answer_f1": ans["f1"], "rouge_l": ans["rouge_l"],
                     "has_trace_target": has_target, **strict, **compat})
-    return _typed(pd.DataFrame(out, columns=ITEM_COLUMNS))
+    result = _typed(pd.DataFrame(out, columns=ITEM_COLUMNS))
+    counts = {"joined": 0, "other_row": 0, "carried_over": 0, "no_row": 0}
+    for j in joins.values():
+        for k, v in j.counts.items():
+            counts[k] += v
+    result.attrs["compat_join"] = {"mode": mode_compat_join, **counts}
+    return result
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
@@ -823,3 +1037,53 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return _jsonable(obj.item())
     return obj
+
+
+# --------------------------------------------------------------------------------------------
+# The CoTempQA subject/object rule, side by side
+# --------------------------------------------------------------------------------------------
+
+def cotemp_rule_em(items: pd.DataFrame, gold: pd.DataFrame, *,
+                   decode_literal: bool = True) -> pd.DataFrame:
+    """CoTempQA items re-scored under both subject/object rules: ``items`` with the columns
+    ``em_official`` and ``em_answer_type`` added (the same extracted answers, ``answer_pred``,
+    scored against their gold rows found by ``id``). Items of other datasets are dropped.
+    ``decode_literal`` as in :func:`answer_scores` (True for items scored with the strict
+    answer rule, False for the original's)."""
+    if "dataset" in items.columns:
+        items = items[items["dataset"].astype(str) == "cotempqa"]
+    by_id = {str(r["id"]): r for r in gold.to_dict("records")}
+    missing = [i for i in items["id"].astype(str) if i not in by_id]
+    if missing:
+        raise KeyError(f"{len(missing)} item ids are not in the gold data, e.g. {missing[:5]}")
+    out = items.copy()
+    for rule in COTEMP_RULES:
+        out[f"em_{rule}"] = [
+            answer_scores(p, by_id[str(i)], "cotempqa", decode_literal=decode_literal,
+                          cotemp_rule=rule)["em"]
+            for i, p in zip(items["id"].astype(str), items["answer_pred"].tolist())]
+    return out
+
+
+def cotemp_rule_table(items: pd.DataFrame, gold: pd.DataFrame,
+                      by: Sequence[str] = ("model", "condition", "category"), *,
+                      decode_literal: bool = True) -> pd.DataFrame:
+    """CoTempQA answer EM under the ``official`` and the ``answer_type`` rule, side by side:
+    one row per ``by`` group (seeds pooled) with ``n``, ``em_official``, ``em_answer_type``,
+    their difference (answer_type - official, in points of 100) and how many items each rule
+    alone scores correct (``only_official``, ``only_answer_type``)."""
+    scored = cotemp_rule_em(items, gold, decode_literal=decode_literal)
+    by = [c for c in by if c in scored.columns]
+    if scored.empty:
+        return pd.DataFrame(columns=list(by) + ["n", "em_official", "em_answer_type",
+                                                "diff_points", "only_official", "only_answer_type"])
+    o = scored["em_official"].astype(bool)
+    a = scored["em_answer_type"].astype(bool)
+    scored = scored.assign(_o=o, _a=a, _oo=o & ~a, _aa=a & ~o)
+    g = scored.groupby(list(by), sort=True)
+    tab = pd.DataFrame({"n": g.size(), "em_official": g["_o"].mean(), "em_answer_type": g["_a"].mean(),
+                        "only_official": g["_oo"].sum(), "only_answer_type": g["_aa"].sum()})
+    tab["diff_points"] = 100 * (tab["em_answer_type"] - tab["em_official"])
+    tab = tab.reset_index()
+    return tab[list(by) + ["n", "em_official", "em_answer_type", "diff_points", "only_official",
+                           "only_answer_type"]]
