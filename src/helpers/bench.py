@@ -26,10 +26,12 @@ on a workstation. Four parts (``--parts``):
                Runs only by default on the quick profile or when named in ``--parts``: it
                starts with ``make clean PROFILE=<profile>``.
 ``gpu``        On a CUDA machine: SFT tokens/s, MFU and peak GPU memory of Llama-3.2-1B- and
-               Qwen3-1.7B-sized models built from their configs (random weights: no network
-               needed), bf16 LoRA vs. QLoRA; generation tokens/s; and from those the estimated
-               wall time of the paper profile's grid. Target: <= 90 min on one H100. Without
-               CUDA the part records that it was skipped.
+               Qwen3-1.7B-sized models built from their shipped hub configs (random weights: no
+               network needed), bf16 LoRA vs. QLoRA; generation tokens/s; and from those the
+               estimated wall time of the paper profile's grid. Target: <= 90 min on one H100.
+               Without CUDA the part records that it was skipped and prints the estimates'
+               arithmetic (:func:`estimate_time`: the paper grid on one H100 with the original's
+               and the profile's settings, the colab profile on a T4), as ``--estimate`` does.
 
 Writes ``results/bench/bench.{json,md}`` for the quick profile and
 ``results/bench/<profile>/bench.{json,md}`` for any other, so the quick figures the README
@@ -1787,7 +1789,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help=f"comma-separated subset of {','.join(PARTS)} (default: all on quick, all but reproduce elsewhere)")
     ap.add_argument("--out", default=None, help="report folder (default results/bench, or results/bench/<profile>)")
     ap.add_argument("--progress", action="store_true", help="progress bars for the generation runs")
+    ap.add_argument("--estimate", action="store_true",
+                    help="only print the wall-time estimates (paper grid on one H100, colab on a T4) and their "
+                         "arithmetic; nothing is measured (the gpu part prints them too)")
     a = ap.parse_args(argv)
+    if a.estimate:
+        print_estimates(estimates())
+        return 0
     parts = [p.strip() for p in a.parts.split(",") if p.strip()] if a.parts else None
     rep = run(a.profile, parts, Path(a.out) if a.out else None, progress=a.progress)
     out = Path(a.out) if a.out else default_out(a.profile)
