@@ -149,16 +149,21 @@ def train(cfg: Mapping[str, Any], model, tok, examples: Sequence[Mapping[str, An
     from transformers import TrainerCallback
 
     class Clock(TrainerCallback):
+        """Time and non-padding tokens seen at the start and after every optimizer step."""
+
         def __init__(self):
             self.t: list[float] = []
+            self.n: list[int] = []
 
-        def on_train_begin(self, *a, **k):
+        def on_train_begin(self, args, state, control, **k):
             _sync()
             self.t.append(time.perf_counter())
+            self.n.append(int(state.num_input_tokens_seen))
 
-        def on_step_end(self, *a, **k):
+        def on_step_end(self, args, state, control, **k):
             _sync()
             self.t.append(time.perf_counter())
+            self.n.append(int(state.num_input_tokens_seen))
 
     clock = Clock()
     _reset_peak()
@@ -169,14 +174,15 @@ def train(cfg: Mapping[str, Any], model, tok, examples: Sequence[Mapping[str, An
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     bs = int(cfg["batch_size"])
     lens = [len(e["input_ids"]) for e in examples]
-    tokens_per_step = sum(sorted(lens, reverse=True)[:bs]) if len(set(lens)) > 1 else bs * lens[0]
-    t = clock.t
+    t, seen = clock.t, clock.n
     skip = 1 if len(t) > 2 else 0  # the first step carries CUDA's warm-up
     secs = t[-1] - t[skip]
     n = len(t) - 1 - skip
+    tokens = seen[-1] - seen[skip]  # non-padding tokens the timed steps trained on
     return {"steps": int(trainer.state.global_step), "batch_size": bs, "seq_len": max(lens),
             "gradient_checkpointing": bool(cfg["gradient_checkpointing"]), "timed_steps": n,
-            "seconds": round(secs, 3), "tokens_per_s": round(n * tokens_per_step / secs, 1) if secs > 0 and n else None,
+            "timed_tokens": tokens, "seconds": round(secs, 3),
+            "tokens_per_s": round(tokens / secs, 1) if secs > 0 and tokens else None,
             "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
             "finite": all(l == l and abs(l) != float("inf") for l in losses),
             "optimizer": trainer.args.optim, "peak_gpu_mem_gb": _peak_gb()}
@@ -221,7 +227,10 @@ def compare_generation(model, tok, rows: Sequence[Sequence[int]], *, max_new_tok
         return res
 
     run = engine or project
-    plain_generate(model, tok, rows[:2], max_new_tokens=2, batch_size=2, eos=eos)  # warm-up
+    # warm-up of both ways (CUDA kernels, allocator) before either is timed
+    plain_generate(model, tok, rows[:2], max_new_tokens=2, batch_size=2, eos=eos)
+    list(generate.generate_stream(model, tok, [rows[i] for i in order[:2]], max_new_tokens=2, batch_size=2,
+                                  eos_token_id=eos))
     _sync()
     t = time.perf_counter()
     a = run()
@@ -366,6 +375,12 @@ def check_shape(name: str, paper: Mapping[str, Any], method: str, sz: Mapping[st
     out["train"] = tr = train(cfg, model, tok, examples, work / f"run-{name}", sz["shape_steps"])
     peak = bench.peak_bf16_flops(torch.cuda.get_device_name(0)) if _cuda() else None
     tr["mfu"] = round(bench.mfu(n, tr["tokens_per_s"], peak), 4) if peak and tr["tokens_per_s"] else None
+    # KRSL's micro-batch holds a correct and an incorrect sequence per pair: twice the rows, the
+    # memory peak of the grid without gradient checkpointing (here with the loss at every position,
+    # more logits than KRSL keeps: an upper bound)
+    cfg2 = dict(cfg, batch_size=2 * int(cfg["batch_size"]))
+    k = train(cfg2, model, tok, examples[:2 * int(cfg["batch_size"])], work / f"run-{name}-krsl", 1)
+    out["train_krsl_batch"] = {x: k[x] for x in ("batch_size", "seq_len", "gradient_checkpointing", "finite", "peak_gpu_mem_gb")}
     adapter = work / f"run-{name}" / "adapter"
     model.save_pretrained(adapter)
     _free(model)
@@ -425,19 +440,20 @@ def table(rep: Mapping[str, Any]) -> str:
     L = [f"# gpu-check ({rep['mode']}): {rep['device'].get('name') or rep['device']['device']}", ""]
     if rep.get("skipped"):
         return "\n".join(L + [f"**{rep['skipped']}**", ""])
-    L += ["| check | model | method | result | train tokens/s | MFU | peak GPU GB | gen identical | engine / generate |",
-          "|---|---|---|---|---|---|---|---|---|"]
+    L += ["| check | model | method | result | train tokens/s | MFU | peak GPU GB | peak GB, KRSL batch | gen identical | engine / generate |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in rep["checks"].items():
         if key == "bench_gpu":
             continue
         if "error" in r or "skipped" in r:
             L.append(f"| {key} | | | {'FAILED: ' + r['error'].strip().splitlines()[-1][:100] if 'error' in r else r['skipped']} "
-                     "| | | | | |")
+                     "| | | | | | |")
             continue
         tr, ge = r["train"], r["generation"]
         ok = tr.get("finite")
         L.append(f"| {key} | {r['model']} | {r['method']} | {'ok' if ok else 'loss not finite'}; merged {r['merge']['dtype']} "
                  f"| {_f(tr['tokens_per_s'])} | {_f(tr.get('mfu'))} | {_f(tr['peak_gpu_mem_gb'])} "
+                 f"| {_f(r.get('train_krsl_batch', {}).get('peak_gpu_mem_gb'))} "
                  f"| {ge['identical']}/{ge['items']} | {_f(ge['speed_ratio'])}x |")
     b = rep["checks"].get("bench_gpu", {})
     if b and "models" in b:

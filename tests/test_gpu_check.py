@@ -62,6 +62,8 @@ def test_cpu_smoke_runs_every_stage_and_records_it(smoke, gc_mod):
         tr = r["train"]
         assert tr["steps"] == sz["student_steps" if key == "student" else "shape_steps"] and tr["finite"]
         assert tr["batch_size"] == config.load_profile("paper")["batch_size"] and tr["tokens_per_s"] > 0
+        if key != "student":  # random-id sequences of one length, no padding: every timed step trains batch x seq tokens
+            assert tr["timed_tokens"] == tr["timed_steps"] * tr["batch_size"] * tr["seq_len"]
         g = r["generation"]
         assert g["identical"] + g["differ"] == g["items"] > 0
         assert g["project"]["new_tokens"] > 0 and g["plain_generate"]["new_tokens"] > 0 and g["speed_ratio"] > 0
@@ -73,7 +75,8 @@ def test_cpu_smoke_runs_every_stage_and_records_it(smoke, gc_mod):
     assert st["generation"]["identical"] == st["generation"]["items"]
     for m in bench.PAPER_STUDENTS:
         r = saved["checks"][f"shape:{m}"]
-        assert r["shape"] == "tiny" and r["train"]["seq_len"] == 32
+        assert r["shape"] == "tiny" and r["train"]["seq_len"] == 32 and r["train_krsl_batch"]["finite"]
+        assert r["train_krsl_batch"]["batch_size"] == 2 * r["train"]["batch_size"]
         assert r["merge"]["adapter_changed_logits"] and r["merge"]["relative_diff"] < 1e-4
     b = saved["checks"]["bench_gpu"]
     assert b["models"]["llama-3.2-1b (tiny)"]["lora"]["tokens_per_s"] > 0

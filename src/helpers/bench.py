@@ -1276,7 +1276,7 @@ def estimate_time(cfg: Mapping[str, Any], device: str = "h100",
             pm["train_s"] += s
             pm["train_tokens"] += r["tokens"]
             pm["train_flops"] += fl
-            mem = train_memory_gb(sh, micro_tokens * 1024 / r["seq_len"], method, gc_on)  # the longest batches: max_length
+            mem = train_memory_gb(sh, micro_tokens * int(cfg["max_length"]) / r["seq_len"], method, gc_on)  # longest batches
             pm["peak_train_memory_gb"] = max(pm["peak_train_memory_gb"], mem)
             lines.append(f"train {r['dataset']}/{r['model']}/{r['condition']}: {r['tokens'] / 1e6:.2f} M tokens x "
                          f"{train_flops_per_token(sh, r['seq_len']) / 1e9:.2f} GFLOP"
