@@ -406,3 +406,19 @@ def test_parts_of_an_older_report_layout_are_not_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "bench_gpu", lambda *a, **k: {"skipped": "now"})
     rep = bench.run("smoke", ["gpu"], out=tmp_path)
     assert "gen" not in rep["parts"] and rep["schema"] == bench.SCHEMA
+
+
+def test_training_memory_estimate():
+    sh = bench.model_shape("qwen3-1.7b")
+    w = sh["n_params"] * 0.55 / 1024 ** 3
+    one = bench.train_memory_gb(sh, 8192, "qlora", False)
+    assert _close(bench.train_memory_gb(sh, 16384, "qlora", False) - w, 2 * (one - w))  # linear in tokens
+    assert bench.train_memory_gb(sh, 8192, "qlora", True) < one / 4                       # checkpointing
+    assert bench.train_memory_gb(sh, 8192, "qlora", False, logit_tokens=1024) < one        # loss on fewer positions
+    assert bench.train_memory_gb(sh, 8192, "lora", False) > one                            # bf16 weights
+    # the paper grid's peak is a KRSL micro-batch (twice the rows, the loss on the completion only)
+    est = bench.estimate_time(_cfg(), "h100")
+    no_krsl = bench.estimate_time(_cfg(conditions=["vanilla", "correct", "incorrect"]), "h100")
+    for m in bench.PAPER_STUDENTS:
+        assert est["per_model"][m]["peak_train_memory_gb"] > no_krsl["per_model"][m]["peak_train_memory_gb"]
+        assert est["per_model"][m]["peak_train_memory_gb"] < bench.DEVICES["h100"]["memory_gb"]

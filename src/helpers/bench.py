@@ -1177,7 +1177,8 @@ def workload(cfg: Mapping[str, Any]) -> dict[str, Any]:
                     ms = cfg.get("krsl_max_steps")
                     pairs = ms * micro * int(cfg["grad_accum"]) if ms else n_tr * epochs
                     runs.append({"kind": "train", "dataset": ds, "model": m, "condition": c,
-                                 "tokens": pairs * 2 * t["trace"], "seq_len": t["trace"], "rows_per_micro": 2 * micro})
+                                 "tokens": pairs * 2 * t["trace"], "seq_len": t["trace"], "rows_per_micro": 2 * micro,
+                                 "logit_positions": t["trace"] - prompt + 1})  # KRSL's loss: the completion only
                 elif cfg.get("max_steps") is None:
                     L = t["vanilla"] if c == "vanilla" else t["trace"]
                     runs.append({"kind": "train", "dataset": ds, "model": m, "condition": c,
@@ -1211,16 +1212,18 @@ def train_flops_per_token(shape: Mapping[str, Any], seq_len: float) -> float:
     return 6.0 * shape["n_params"] + 12.0 * shape["layers"] * shape["attn_dim"] * seq_len
 
 
-def train_memory_gb(shape: Mapping[str, Any], micro_tokens: float, method: str, checkpointing: bool) -> float:
+def train_memory_gb(shape: Mapping[str, Any], micro_tokens: float, method: str, checkpointing: bool,
+                    logit_tokens: float | None = None) -> float:
     """Rough peak memory of a training micro-batch: weights (NF4 ~0.55 byte per parameter, or
     2), activations (34·hidden bytes per token and layer, plus the LoRA dropout copies, 14·hidden;
-    with checkpointing only each layer's input and one layer's full set) and the logits (bf16,
-    their fp32 copy and its gradient: 10 bytes per token and vocabulary entry)."""
+    with checkpointing only each layer's input and one layer's full set) and the logits at the
+    ``logit_tokens`` positions that carry loss (default every token; bf16, their fp32 copy and
+    its gradient: 10 bytes per position and vocabulary entry)."""
     w = shape["n_params"] * (0.55 if method == "qlora" else 2.0)
     per_layer = 48.0 * shape["hidden"] * micro_tokens
     act = (2.0 * shape["hidden"] * micro_tokens * shape["layers"] + per_layer) if checkpointing \
         else per_layer * shape["layers"]
-    logits = 10.0 * shape["vocab"] * micro_tokens
+    logits = 10.0 * shape["vocab"] * (micro_tokens if logit_tokens is None else logit_tokens)
     return (w + act + logits) / 1024 ** 3
 
 
@@ -1276,7 +1279,9 @@ def estimate_time(cfg: Mapping[str, Any], device: str = "h100",
             pm["train_s"] += s
             pm["train_tokens"] += r["tokens"]
             pm["train_flops"] += fl
-            mem = train_memory_gb(sh, micro_tokens * int(cfg["max_length"]) / r["seq_len"], method, gc_on)  # longest batches
+            longest = r["rows_per_micro"] * int(cfg["max_length"])  # the longest batches
+            mem = train_memory_gb(sh, longest, method, gc_on,
+                                  r["rows_per_micro"] * r["logit_positions"] if "logit_positions" in r else None)
             pm["peak_train_memory_gb"] = max(pm["peak_train_memory_gb"], mem)
             lines.append(f"train {r['dataset']}/{r['model']}/{r['condition']}: {r['tokens'] / 1e6:.2f} M tokens x "
                          f"{train_flops_per_token(sh, r['seq_len']) / 1e9:.2f} GFLOP"
