@@ -413,7 +413,7 @@ def test_training_memory_estimate():
     w = sh["n_params"] * 0.55 / 1024 ** 3
     one = bench.train_memory_gb(sh, 8192, "qlora", False)
     assert _close(bench.train_memory_gb(sh, 16384, "qlora", False) - w, 2 * (one - w))  # linear in tokens
-    assert bench.train_memory_gb(sh, 8192, "qlora", True) < one / 4                       # checkpointing
+    assert bench.train_memory_gb(sh, 8192, "qlora", True) < one / 2  # checkpointing (the logits stay)
     assert bench.train_memory_gb(sh, 8192, "qlora", False, logit_tokens=1024) < one        # loss on fewer positions
     assert bench.train_memory_gb(sh, 8192, "lora", False) > one                            # bf16 weights
     # the paper grid's peak is a KRSL micro-batch (twice the rows, the loss on the completion only)
