@@ -118,10 +118,10 @@ def _peak_gb() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 1024 ** 3, 2) if torch.cuda.is_available() else None
 
 
-def _free(*objs) -> None:
+def _free() -> None:
+    """Return what the caller has deleted to the allocator."""
     import torch
 
-    del objs
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -283,7 +283,8 @@ def check_student(name: str, paper: Mapping[str, Any], method: str, sz: Mapping[
     tok.save_pretrained(rd / "tokenizer")
     config.write_json(rd / "config.json", {"run": {"model": name, "condition": "correct", "method": method}})
     out["adapter_files"] = sorted(p.name for p in (rd / "adapter").iterdir())
-    _free(model)
+    del model
+    _free()
     merged, tok = sft.load_trained(rd, model_name=name)  # the adapter merged into the unquantised base
     out["merge"] = {"seconds": round(time.perf_counter() - t, 2), "dtype": str(next(merged.parameters()).dtype),
                     "quantized_linear_layers": _n_quantized(merged),
@@ -302,7 +303,8 @@ def check_student(name: str, paper: Mapping[str, Any], method: str, sz: Mapping[
                                            batch_size=int(paper["eval_batch_size"]), eos=eos, engine=engine)
     out["generation"]["finished_share"] = round(
         sum(r["finished"] for r in generate.read_predictions(rd / "predictions.jsonl").values()) / len(items), 3)
-    _free(merged)
+    del merged
+    _free()
     return out
 
 
@@ -360,7 +362,8 @@ def check_shape(name: str, paper: Mapping[str, Any], method: str, sz: Mapping[st
         m = AutoModelForCausalLM.from_config(mcfg, dtype=dtype)
     n = sum(p.numel() for p in m.parameters())
     m.save_pretrained(folder)
-    _free(m)
+    del m
+    _free()
     tok = IdTokenizer(mcfg.vocab_size, ids["pad"], ids["eos"])
     seq = int(paper["max_length"]) if not tiny else 32
     cfg = train_cfg(paper, paper, method, sz["shape_steps"], seq)
@@ -383,7 +386,8 @@ def check_shape(name: str, paper: Mapping[str, Any], method: str, sz: Mapping[st
     out["train_krsl_batch"] = {x: k[x] for x in ("batch_size", "seq_len", "gradient_checkpointing", "finite", "peak_gpu_mem_gb")}
     adapter = work / f"run-{name}" / "adapter"
     model.save_pretrained(adapter)
-    _free(model)
+    del model
+    _free()
     # merge: the adapter onto the unquantised base, as helpers.sft.load_trained does
     t = time.perf_counter()
     probe = torch.randint(0, hi, (2, 16), generator=g).to(device)
@@ -411,7 +415,8 @@ def check_shape(name: str, paper: Mapping[str, Any], method: str, sz: Mapping[st
                                            batch_size=int(paper["eval_batch_size"]), eos=ids["eos"])
     out["generation"]["note"] = ("random weights: near-tied logits, so greedy outputs of two batchings may "
                                  "part at a tie (real weights: see the embedded student)")
-    _free(merged, peft, base)
+    del merged, peft, base
+    _free()
     shutil.rmtree(folder, ignore_errors=True)
     return out
 
