@@ -22,7 +22,7 @@ PY  := $(VENV)/bin/python
 OUT := outputs/$(PROFILE)
 
 # The offline profiles never touch the hub (each lookup would otherwise hang before failing).
-ifeq ($(PROFILE),paper)
+ifneq ($(filter $(PROFILE),paper colab),)
 HF_OFFLINE_DEFAULT := 0
 else
 HF_OFFLINE_DEFAULT := 1

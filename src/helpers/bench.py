@@ -986,8 +986,8 @@ def sft_throughput(model_dir: Path, method: str, cfg: Mapping[str, Any], *, seq_
                    batch_size: int, device: str = "cuda", warmup: int = 2, seed: int = 0) -> dict[str, Any]:
     """Training tokens/s of LoRA (or QLoRA) on the model in ``model_dir``: full batches of
     ``batch_size`` random sequences of ``seq_len`` tokens (no padding), the profile's LoRA
-    config and gradient checkpointing, AdamW (paged 8-bit when bitsandbytes is there, as the
-    original); ``warmup`` untimed steps first. Peak GPU memory from the allocator."""
+    config and gradient checkpointing, AdamW (paged 8-bit for QLoRA on CUDA, as the project's
+    SFT and the original); ``warmup`` untimed steps first. Peak GPU memory from the allocator."""
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -1009,8 +1009,9 @@ def sft_throughput(model_dir: Path, method: str, cfg: Mapping[str, Any], *, seq_
     try:
         import bitsandbytes as bnb  # noqa: F401
 
-        opt = bnb.optim.PagedAdamW8bit(params, lr=float(cfg["lr"])) if cuda else None
-        opt_name = "bitsandbytes PagedAdamW8bit" if cuda else opt_name
+        paged = cuda and method == "qlora"  # as the project's SFT: paged 8-bit AdamW for QLoRA, AdamW else
+        opt = bnb.optim.PagedAdamW8bit(params, lr=float(cfg["lr"])) if paged else None
+        opt_name = "bitsandbytes PagedAdamW8bit" if paged else opt_name
     except ImportError:
         opt = None
     if opt is None:
