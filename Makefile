@@ -22,7 +22,7 @@ PY  := $(VENV)/bin/python
 OUT := outputs/$(PROFILE)
 
 # The offline profiles never touch the hub (each lookup would otherwise hang before failing).
-ifeq ($(PROFILE),paper)
+ifneq ($(filter $(PROFILE),paper colab),)
 HF_OFFLINE_DEFAULT := 0
 else
 HF_OFFLINE_DEFAULT := 1
@@ -40,7 +40,7 @@ ENV_STAMP := $(VENV)/.installed
 FIGS := accuracy_by_condition step_accuracy contingency_heatmaps forest_phi_or accuracy_by_category key_steps
 
 .DEFAULT_GOAL := help
-.PHONY: help env data decompose traces sft eval correlation figures reproduce test unit smoke bench clean clean-all $(addprefix fig-,$(FIGS)) FORCE original
+.PHONY: help env data decompose traces sft eval correlation figures reproduce test unit smoke bench gpu-check original clean clean-all $(addprefix fig-,$(FIGS)) FORCE
 
 help: ## list the targets
 	@echo "Trace-based distillation study (PROFILE=$(PROFILE); smoke | quick | paper)"
@@ -124,6 +124,9 @@ smoke: ## run the whole study on the smoke profile (tiny model, seconds per note
 
 bench: $(ENV_STAMP) ## speed benchmark vs the straightforward way: results/bench/bench.{json,md}
 	$(PY) -m helpers.bench --profile $(PROFILE)
+
+gpu-check: $(ENV_STAMP) ## on a CUDA GPU (<= 8 min, no network): QLoRA train/save/merge, generation engine vs generate, speed: results/gpu_check.json
+	$(PY) benchmarks/gpu_check.py
 
 clean: ## remove this profile's generated data, runs, results, figures and executed notebooks
 	rm -rf data/$(PROFILE) runs/$(PROFILE) results/$(PROFILE) figures/$(PROFILE) $(OUT)

@@ -217,15 +217,119 @@ def test_gpu_peaks_and_mfu():
     assert bench.mfu(10**9, 1000.0, None) is None
 
 
-def test_paper_grid_estimate_adds_up():
-    grid = {"datasets": {"a": {"n_train": 100, "n_test": 10}}, "conditions": ("vanilla", "correct"),
-            "models": ("m1",), "epochs": 2, "assumed_train_tokens": {"a": {"vanilla": 50, "trace": 80}},
-            "assumed_new_tokens": {"vanilla": 5, "trace": 20, "untrained": 40}}
-    est = bench.paper_grid_estimate({"m1": 100.0}, {"m1": 10.0}, grid)
-    train = (100 * 50 * 2 + 100 * 80 * 2) / 100.0
-    ev = (10 * 5 + 10 * 20 + 10 * 40) / 10.0
-    assert est["per_model"]["m1"] == {"train_s": train, "eval_s": ev}
-    assert est["total_s"] == train + ev and est["runs"] == 2
+def _cfg(**kw):
+    """The paper profile with some keys replaced."""
+    return {**config.load_profile("paper"), **kw}
+
+
+def test_shipped_configs_are_the_hub_configs_and_the_shape_arithmetic_counts_every_parameter():
+    llama, qwen = bench.model_config_dict("llama-3.2-1b"), bench.model_config_dict("qwen3-1.7b")
+    assert (llama["hidden_size"], llama["num_hidden_layers"], llama["num_attention_heads"], llama["num_key_value_heads"],
+            llama["head_dim"], llama["intermediate_size"], llama["vocab_size"]) == (2048, 16, 32, 8, 64, 8192, 128256)
+    assert llama["rope_scaling"]["rope_type"] == "llama3" and llama["tie_word_embeddings"] is True
+    assert (qwen["hidden_size"], qwen["num_hidden_layers"], qwen["num_attention_heads"], qwen["num_key_value_heads"],
+            qwen["head_dim"], qwen["intermediate_size"], qwen["vocab_size"]) == (2048, 28, 16, 8, 128, 6144, 151936)
+    for m in bench.PAPER_STUDENTS:  # the estimate's count (no torch) = the model's own
+        assert bench.model_shape(m)["n_params"] == bench.n_params(bench.gpu_model_config(m))
+    assert bench.gpu_model_config("llama-3.2-1b").rope_parameters["factor"] == 32.0  # rope_scaling converted
+    with pytest.raises(KeyError, match="no shipped config"):
+        bench.model_config_dict("gpt-2")
+
+
+def test_workload_uses_each_datasets_lengths_the_splits_and_krsl():
+    cfg = _cfg(models=["llama-3.2-1b"], conditions=["vanilla", "correct", "krsl"])
+    wl = bench.workload(cfg)
+    tr = {(r["dataset"], r["condition"]): r["tokens"] for r in wl["runs"] if r["kind"] == "train"}
+    for ds, t in bench.TOKENS_PER_EXAMPLE.items():
+        n = bench.PAPER_SPLITS[ds]["train"]
+        assert tr[(ds, "vanilla")] == n * t["vanilla"] * 3
+        assert tr[(ds, "correct")] == n * t["trace"] * 3
+        assert tr[(ds, "krsl")] == n * 2 * t["trace"] * 3  # a correct and an incorrect sequence per pair
+    ev = [r for r in wl["runs"] if r["kind"] == "eval"]
+    assert {r["condition"] for r in ev} == {"untrained", "vanilla", "correct", "krsl"}
+    assert all(r["items"] == bench.PAPER_SPLITS[r["dataset"]]["test"] and r["new_tokens_max"] == 500 for r in ev)
+    # KRSL's first step is the correct run: trained once even when only krsl is named
+    only = bench.workload(_cfg(models=["llama-3.2-1b"], conditions=["krsl"]))
+    assert sorted(r["condition"] for r in only["runs"] if r["kind"] == "train") == sorted(["correct", "krsl"] * 3)
+    # a subsample caps the split; a larger number does not exceed it
+    sub = bench.workload(_cfg(models=["llama-3.2-1b"], conditions=["vanilla"], n_train={"cotempqa": 100, "marco": 10**6, "babi": 5}))
+    got = {r["dataset"]: r["tokens"] for r in sub["runs"] if r["kind"] == "train"}
+    assert got == {"cotempqa": 100 * 520 * 3, "marco": 5000 * 900 * 3, "babi": 5 * 190 * 3}
+
+
+def test_estimate_arithmetic_scales_as_it_should(monkeypatch):
+    base = bench.estimate_time(_cfg(), "h100")
+    # twice the epochs: twice the training tokens and time, the evaluation unchanged
+    two = bench.estimate_time(_cfg(epochs=6), "h100")
+    assert two["train_tokens"] == 2 * base["train_tokens"]
+    assert _close(two["train_min"], 2 * base["train_min"], rel=2e-3)
+    for m in base["per_model"]:
+        assert two["per_model"][m]["decode_s"] == base["per_model"][m]["decode_s"]
+    # checkpointing recomputes the forward: 8/6 of the training time
+    gc_on = bench.estimate_time(_cfg(gradient_checkpointing=True), "h100")
+    assert _close(gc_on["train_min"], base["train_min"] * 8 / 6, rel=2e-3)
+    # without KRSL the grid loses exactly the KRSL runs' tokens
+    no_krsl = bench.estimate_time(_cfg(conditions=["vanilla", "correct", "incorrect"]), "h100")
+    krsl_tokens = sum(2 * bench.PAPER_SPLITS[d]["train"] * t["trace"] * 3 for d, t in bench.TOKENS_PER_EXAMPLE.items()) * 2
+    assert base["train_tokens"] - no_krsl["train_tokens"] == krsl_tokens
+    assert base["train_runs"] == 24 and no_krsl["train_runs"] == 18 and base["eval_runs"] == 30
+    # one dataset's lengths move only that dataset's lines
+    monkeypatch.setitem(bench.TOKENS_PER_EXAMPLE, "babi", {"vanilla": 380, "trace": 500, "answer": 4})
+    longer = bench.estimate_time(_cfg(), "h100")
+    changed = [a for a, b in zip(base["arithmetic"], longer["arithmetic"]) if a != b]
+    assert changed and all(" babi/" in line for line in changed)
+    assert longer["total_s"] > base["total_s"]
+
+
+def test_measured_speeds_replace_the_assumed_ones():
+    cfg = _cfg(models=["llama-3.2-1b"])
+    dev = bench.DEVICES["h100"]
+    sh = bench.model_shape("llama-3.2-1b")
+    seq, b = 1024, 8  # a saturated micro-batch: the measured MFU applies as it is
+    u = 0.5
+    tps = u * dev["peak_flops"] / bench.train_flops_per_token(sh, seq)
+    meas = {"llama-3.2-1b": {"tokens_per_s": tps, "seq_len": seq, "batch_size": b, "gradient_checkpointing": False,
+                             "peak_flops": dev["peak_flops"]}}
+    assert _close(bench.measured_mfu(dev, sh, meas["llama-3.2-1b"]), u)
+    fast = bench.estimate_time(cfg, "h100", measured_train=meas)
+    slow = bench.estimate_time(cfg, "h100", measured_train={k: dict(v, tokens_per_s=tps / 2) for k, v in meas.items()})
+    assert _close(slow["train_min"], 2 * fast["train_min"], rel=2e-3)
+    step = bench.estimate_time(cfg, "h100", measured_decode_step_s={"llama-3.2-1b": 0.05})
+    step2 = bench.estimate_time(cfg, "h100", measured_decode_step_s={"llama-3.2-1b": 0.10})
+    assert _close(step2["per_model"]["llama-3.2-1b"]["decode_s"], 2 * step["per_model"]["llama-3.2-1b"]["decode_s"], rel=2e-3)
+    # twice the evaluation slots: half the decoding steps (each step a little dearer: more KV cache)
+    wide = bench.estimate_time(_cfg(models=["llama-3.2-1b"], eval_batch_size=256), "h100", measured_decode_step_s={"llama-3.2-1b": 0.05})
+    assert _close(wide["per_model"]["llama-3.2-1b"]["decode_s"], step["per_model"]["llama-3.2-1b"]["decode_s"] / 2, rel=2e-3)
+
+
+def test_profiles_keep_the_original_hyperparameters_and_colab_fits_a_t4():
+    paper, colab = config.load_profile("paper"), config.load_profile("colab")
+    assert list(paper) == list(colab)  # the same keys, in the same order
+    for cfg in (paper, colab):
+        assert cfg["method"] == "qlora" and cfg["loss_mask"] == "full" and cfg["data_source"] == "hub"
+        assert (cfg["lr"], cfg["epochs"], cfg["lora_r"], cfg["lora_alpha"], cfg["lora_dropout"]) == (2e-4, 3, 16, 32, 0.05)
+        assert cfg["batch_size"] * cfg["grad_accum"] == 16 and cfg["max_length"] == 1024 and cfg["max_new_tokens"] == 500
+        assert cfg["lr_scheduler"] == "cosine" and cfg["warmup_ratio"] == 0.1 and cfg["seeds"] == [0]
+    assert paper["conditions"] == ["vanilla", "correct", "incorrect", "krsl"] and paper["n_train"] is None
+    assert len(colab["models"]) == 1 and colab["models"][0] in bench.PAPER_STUDENTS
+    assert colab["conditions"] == ["vanilla", "correct", "incorrect"] and colab["eval_untrained"]
+    assert colab["gradient_checkpointing"]  # a T4's memory needs it
+    est = bench.estimate_time(colab, "t4")
+    assert est["per_model"][colab["models"][0]]["peak_train_memory_gb"] < bench.DEVICES["t4"]["memory_gb"]
+    assert est["total_min_max"] + 15 <= 120  # setup (install, downloads) included: the profile's design
+
+
+def test_estimates_render_and_name_their_basis():
+    est = bench.estimates()
+    assert set(est) >= {"paper_h100", "paper_h100_original_settings", "colab_t4", "target"}
+    assert est["paper_h100_original_settings"]["settings"]["gradient_checkpointing"] is True
+    assert est["paper_h100"]["total_s"] < est["paper_h100_original_settings"]["total_s"]
+    md = "\n".join(bench._estimates_md(est))
+    assert "paper_h100_original_settings" in md and "6·N" in md and "colab_t4" in md
+    gap = bench.target_gap(est["paper_h100"], 90 * 60)
+    if not gap["met"]:
+        assert gap["train_speedup_needed"] > 1 and "not met" in md
+    assert bench.target_gap({**est["paper_h100"], "total_s": 60.0}, 90 * 60)["met"] is True
 
 
 def test_gpu_code_path_runs_on_cpu_with_a_small_config(tmp_path):
@@ -302,3 +406,19 @@ def test_parts_of_an_older_report_layout_are_not_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "bench_gpu", lambda *a, **k: {"skipped": "now"})
     rep = bench.run("smoke", ["gpu"], out=tmp_path)
     assert "gen" not in rep["parts"] and rep["schema"] == bench.SCHEMA
+
+
+def test_training_memory_estimate():
+    sh = bench.model_shape("qwen3-1.7b")
+    w = sh["n_params"] * 0.55 / 1024 ** 3
+    one = bench.train_memory_gb(sh, 8192, "qlora", False)
+    assert _close(bench.train_memory_gb(sh, 16384, "qlora", False) - w, 2 * (one - w))  # linear in tokens
+    assert bench.train_memory_gb(sh, 8192, "qlora", True) < one / 2  # checkpointing (the logits stay)
+    assert bench.train_memory_gb(sh, 8192, "qlora", False, logit_tokens=1024) < one        # loss on fewer positions
+    assert bench.train_memory_gb(sh, 8192, "lora", False) > one                            # bf16 weights
+    # the paper grid's peak is a KRSL micro-batch (twice the rows, the loss on the completion only)
+    est = bench.estimate_time(_cfg(), "h100")
+    no_krsl = bench.estimate_time(_cfg(conditions=["vanilla", "correct", "incorrect"]), "h100")
+    for m in bench.PAPER_STUDENTS:
+        assert est["per_model"][m]["peak_train_memory_gb"] > no_krsl["per_model"][m]["peak_train_memory_gb"]
+        assert est["per_model"][m]["peak_train_memory_gb"] < bench.DEVICES["h100"]["memory_gb"]

@@ -26,10 +26,12 @@ on a workstation. Four parts (``--parts``):
                Runs only by default on the quick profile or when named in ``--parts``: it
                starts with ``make clean PROFILE=<profile>``.
 ``gpu``        On a CUDA machine: SFT tokens/s, MFU and peak GPU memory of Llama-3.2-1B- and
-               Qwen3-1.7B-sized models built from their configs (random weights: no network
-               needed), bf16 LoRA vs. QLoRA; generation tokens/s; and from those the estimated
-               wall time of the paper profile's grid. Target: <= 90 min on one H100. Without
-               CUDA the part records that it was skipped.
+               Qwen3-1.7B-sized models built from their shipped hub configs (random weights: no
+               network needed), bf16 LoRA vs. QLoRA; generation tokens/s; and from those the
+               estimated wall time of the paper profile's grid. Target: <= 90 min on one H100.
+               Without CUDA the part records that it was skipped and prints the estimates'
+               arithmetic (:func:`estimate_time`: the paper grid on one H100 with the original's
+               and the profile's settings, the colab profile on a T4), as ``--estimate`` does.
 
 Writes ``results/bench/bench.{json,md}`` for the quick profile and
 ``results/bench/<profile>/bench.{json,md}`` for any other, so the quick figures the README
@@ -876,28 +878,23 @@ def bench_reproduce(profile: str, work: Path, *, stages: Sequence[str] = REPRO_S
 
 
 # =============================================================================== part 4: GPU
-# The two paper students' architectures, written out from their published configs, so a
-# model of the same size and shape can be built without the network (random weights).
-GPU_MODEL_CONFIGS: dict[str, dict[str, Any]] = {
-    "llama-3.2-1b": {
-        "model_type": "llama", "vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 8192,
-        "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64,
-        "hidden_act": "silu", "max_position_embeddings": 131072, "rms_norm_eps": 1e-5,
-        "tie_word_embeddings": True, "attention_bias": False, "mlp_bias": False,
-        "bos_token_id": 128000, "eos_token_id": 128009, "pad_token_id": 128004,
-        "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
-                            "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-                            "original_max_position_embeddings": 8192},
-    },
-    "qwen3-1.7b": {
-        "model_type": "qwen3", "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144,
-        "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
-        "hidden_act": "silu", "max_position_embeddings": 40960, "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": True, "attention_bias": False,
-        "bos_token_id": 151643, "eos_token_id": 151645, "pad_token_id": 151643,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
-    },
-}
+# The two paper students' architectures: their hub config.json files, shipped in the package
+# (helpers/model_configs/), so a model of the same size and shape can be built without the
+# network (random weights).
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+PAPER_STUDENTS = ("llama-3.2-1b", "qwen3-1.7b")
+
+
+def model_config_dict(name: str) -> dict[str, Any]:
+    """The published ``config.json`` of paper student ``name`` (``helpers/model_configs``)."""
+    p = MODEL_CONFIG_DIR / f"{name}.json"
+    if not p.exists():
+        have = sorted(x.stem for x in MODEL_CONFIG_DIR.glob("*.json"))
+        raise KeyError(f"no shipped config for {name!r}; have {have}")
+    return json.loads(p.read_text())
+
+
+GPU_MODEL_CONFIGS: dict[str, dict[str, Any]] = {m: model_config_dict(m) for m in PAPER_STUDENTS}
 
 # Dense bf16 tensor-core peak, FLOP/s (vendor datasheets, no sparsity). Matched in order
 # against the device name, so the more specific names come first.
@@ -905,29 +902,19 @@ GPU_PEAK_BF16 = [
     ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("H800", 989e12),
     ("GH200", 989e12), ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12),
     ("L40", 181e12), ("L4", 121e12), ("A10G", 70e12), ("A10", 125e12), ("A6000", 155e12),
-    ("RTX 4090", 165e12), ("RTX 3090", 71e12),
+    ("RTX 4090", 165e12), ("RTX 3090", 71e12), ("T4", 65e12), ("V100", 125e12),
 ]
-
-# The paper profile's grid, and what one run of it processes (STUDY_SPEC §1, §3). Mean
-# tokens per training example and per generated answer are ASSUMED (Llama-3 tokenizer, the
-# study's chat format); the estimate says so.
-PAPER_GRID = {
-    "datasets": {"cotempqa": {"n_train": 3798, "n_test": 950}, "marco": {"n_train": 5000, "n_test": 1000},
-                 "babi": {"n_train": 3773, "n_test": 376}},
-    "conditions": ("vanilla", "correct", "incorrect"),
-    "models": ("llama-3.2-1b", "qwen3-1.7b"),
-    "epochs": 3,
-    "assumed_train_tokens": {"cotempqa": {"vanilla": 350, "trace": 450}, "marco": {"vanilla": 800, "trace": 900},
-                             "babi": {"vanilla": 220, "trace": 280}},
-    "assumed_new_tokens": {"vanilla": 20, "trace": 110, "untrained": 250},
-}
 
 
 def gpu_model_config(name: str):
-    """A transformers config with ``name``'s real dimensions (see :data:`GPU_MODEL_CONFIGS`)."""
+    """A transformers config of paper student ``name`` from its shipped hub ``config.json``
+    (:func:`model_config_dict`; the same conversion as loading the hub model, e.g. Llama's
+    ``rope_scaling``)."""
     from transformers import AutoConfig
 
-    spec = dict(GPU_MODEL_CONFIGS[name])
+    spec = model_config_dict(name)
+    for k in ("architectures", "transformers_version", "torch_dtype"):
+        spec.pop(k, None)
     return AutoConfig.for_model(spec.pop("model_type"), **spec)
 
 
@@ -967,19 +954,27 @@ def _lora_config(cfg: Mapping[str, Any]):
                       bias="none", task_type="CAUSAL_LM")
 
 
+def _cuda_dtype():
+    """The CUDA dtype the project trains and generates in (helpers.models.device_settings:
+    bf16 where the GPU has it, else fp16)."""
+    from .models import device_settings
+
+    return device_settings("cuda")["dtype"]
+
+
 def _load_random(model_dir: Path, method: str, device: str):
     """The saved random-weight model: bf16 for LoRA, 4-bit NF4 (double quantisation, bf16
     compute, as :func:`helpers.models.load_model` sets it) for QLoRA."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    dt = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    dt = _cuda_dtype() if device.startswith("cuda") else torch.float32
     kw: dict[str, Any] = {"dtype": dt, "attn_implementation": "sdpa"}
     if method == "qlora":
         from transformers import BitsAndBytesConfig
 
         kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                       bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+                                                       bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dt)
         kw["device_map"] = {"": 0}
     m = AutoModelForCausalLM.from_pretrained(model_dir, **kw)
     if method != "qlora":
@@ -991,8 +986,8 @@ def sft_throughput(model_dir: Path, method: str, cfg: Mapping[str, Any], *, seq_
                    batch_size: int, device: str = "cuda", warmup: int = 2, seed: int = 0) -> dict[str, Any]:
     """Training tokens/s of LoRA (or QLoRA) on the model in ``model_dir``: full batches of
     ``batch_size`` random sequences of ``seq_len`` tokens (no padding), the profile's LoRA
-    config and gradient checkpointing, AdamW (paged 8-bit when bitsandbytes is there, as the
-    original); ``warmup`` untimed steps first. Peak GPU memory from the allocator."""
+    config and gradient checkpointing, AdamW (paged 8-bit for QLoRA on CUDA, as the project's
+    SFT and the original); ``warmup`` untimed steps first. Peak GPU memory from the allocator."""
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -1014,8 +1009,9 @@ def sft_throughput(model_dir: Path, method: str, cfg: Mapping[str, Any], *, seq_
     try:
         import bitsandbytes as bnb  # noqa: F401
 
-        opt = bnb.optim.PagedAdamW8bit(params, lr=float(cfg["lr"])) if cuda else None
-        opt_name = "bitsandbytes PagedAdamW8bit" if cuda else opt_name
+        paged = cuda and method == "qlora"  # as the project's SFT: paged 8-bit AdamW for QLoRA, AdamW else
+        opt = bnb.optim.PagedAdamW8bit(params, lr=float(cfg["lr"])) if paged else None
+        opt_name = "bitsandbytes PagedAdamW8bit" if paged else opt_name
     except ImportError:
         opt = None
     if opt is None:
@@ -1023,7 +1019,7 @@ def sft_throughput(model_dir: Path, method: str, cfg: Mapping[str, Any], *, seq_
     vocab = model.get_input_embeddings().weight.shape[0]
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab, (batch_size, seq_len), generator=g).to(device)
-    ac = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+    ac = torch.autocast("cuda", dtype=_cuda_dtype()) if cuda else torch.autocast("cpu", enabled=False)
 
     def step():
         with ac:
@@ -1092,34 +1088,316 @@ def gen_throughput(model_dir: Path, *, batch_size: int, prompt_len: int, new_tok
     return res
 
 
-def paper_grid_estimate(sft_tps: Mapping[str, float], gen_tps: Mapping[str, float],
-                        grid: Mapping[str, Any] = PAPER_GRID) -> dict[str, Any]:
-    """Wall time of the paper grid (datasets x models x conditions, plus each untrained
-    student's evaluation) from measured SFT tokens/s and generation tokens/s per model:
-    training tokens = examples x assumed mean length x epochs; generation tokens = test items x
-    assumed mean answer length. Model loading and checkpointing are not counted."""
-    per_model: dict[str, Any] = {}
-    total = 0.0
-    for m in grid["models"]:
-        train_s = eval_s = 0.0
-        for ds, n in grid["datasets"].items():
-            lens = grid["assumed_train_tokens"][ds]
-            for c in grid["conditions"]:
-                kind = "vanilla" if c == "vanilla" else "trace"
-                train_s += n["n_train"] * lens[kind] * grid["epochs"] / sft_tps[m]
-                eval_s += n["n_test"] * grid["assumed_new_tokens"][kind] / gen_tps[m]
-            eval_s += n["n_test"] * grid["assumed_new_tokens"]["untrained"] / gen_tps[m]
-        per_model[m] = {"train_s": _r(train_s, 1), "eval_s": _r(eval_s, 1)}
-        total += train_s + eval_s
-    return {"per_model": per_model, "total_s": _r(total, 1), "total_min": _r(total / 60, 1),
-            "runs": len(grid["models"]) * len(grid["datasets"]) * len(grid["conditions"]),
-            "assumptions": {"epochs": grid["epochs"], "train_tokens_per_example": grid["assumed_train_tokens"],
-                            "new_tokens_per_answer": grid["assumed_new_tokens"],
-                            "sizes": grid["datasets"],
-                            "note": "token lengths are assumed, not measured (random-weight models, no "
-                                    "tokenizer offline); training at the measured QLoRA tokens/s (the paper's "
-                                    "method), generation at the measured batched bf16 tokens/s; loading, "
-                                    "checkpointing and scoring not counted"}}
+# ------------------------------------------------------------------ wall-time estimate
+# What one fine-tuning or evaluation run of a profile processes, and what a GPU needs for it:
+# arithmetic, no GPU needed (`make bench` prints it; `make gpu-check` measures the inputs
+# marked "assumed" on a real GPU).
+#
+# Mean tokens per chat-templated example with the paper students' tokenizers (vanilla: the
+# answer only; trace: the <think> block too) and mean tokens of the answer alone.
+TOKENS_PER_EXAMPLE = {
+    "cotempqa": {"vanilla": 520, "trace": 620, "answer": 15},
+    "marco": {"vanilla": 900, "trace": 1000, "answer": 25},
+    "babi": {"vanilla": 190, "trace": 250, "answer": 4},
+}
+# The paper splits (STUDY_SPEC §1): used where a profile's n_train / n_test is null.
+PAPER_SPLITS = {"cotempqa": {"train": 3798, "test": 950}, "marco": {"train": 5000, "test": 1000},
+                "babi": {"train": 3773, "test": 376}}
+# Mean new tokens per answer (ASSUMED): a vanilla student writes the answer, a trace student
+# the trace's <think> block and the answer; the untrained student's length is unknown before
+# a run, and the upper bound lets every answer run to max_new_tokens.
+UNTRAINED_NEW_TOKENS = 250
+
+# Per device: the datasheet figures and the efficiencies ASSUMED for this workload.
+#   train_mfu_max      model FLOP utilisation of QLoRA training (6·N·tokens basis) once a
+#                      micro-batch holds `saturation_tokens` tokens; below, it falls with the
+#                      square root of the micro-batch (small matrix products, kernel launches
+#                      and the NF4 dequantisation of every weight are then a larger share)
+#   prefill_mfu        utilisation of a prompt's forward pass (generation, bf16/fp16 weights)
+#   layer_step_s       fixed cost of one decoding step per decoder layer (eager PyTorch:
+#                      ~30 kernel launches per layer; the host CPU sets it)
+#   bandwidth_eff      share of the memory bandwidth a decoding step reaches
+#   run_overhead_s     per run: loading (and quantising) the model, checkpoints, merging
+DEVICES: dict[str, dict[str, Any]] = {
+    "h100": {"name": "NVIDIA H100 SXM 80GB", "dtype": "bf16", "peak_flops": 989e12, "bandwidth": 3.35e12,
+             "memory_gb": 80, "train_mfu_max": 0.30, "saturation_tokens": 8192, "prefill_mfu": 0.40,
+             "layer_step_s": 0.6e-3, "bandwidth_eff": 0.7, "run_overhead_s": 15},
+    "t4": {"name": "NVIDIA T4 16GB (free Colab)", "dtype": "fp16", "peak_flops": 65e12, "bandwidth": 320e9,
+           "memory_gb": 15, "train_mfu_max": 0.20, "saturation_tokens": 2048, "prefill_mfu": 0.30,
+           "layer_step_s": 1.0e-3, "bandwidth_eff": 0.7, "run_overhead_s": 30},
+}
+GRADIENT_CHECKPOINTING_FACTOR = 8 / 6  # recomputing the forward adds 2·N of the 6·N per token
+LORA_OVER_QLORA = 1.15                 # bf16 LoRA skips the NF4 dequantisation (assumed)
+# The paper profile as the original ran it (STUDY_SPEC §3), before this project's GPU settings.
+ORIGINAL_PAPER_SETTINGS = {"gradient_checkpointing": True, "batch_size": 4, "grad_accum": 4, "eval_batch_size": 32}
+
+
+def model_shape(name: str) -> dict[str, Any]:
+    """Parameters (tied embeddings once, norms included) and the sizes the estimate needs,
+    from the shipped config alone (no torch)."""
+    c = model_config_dict(name)
+    d, L, V, ff = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"], c["intermediate_size"]
+    H, KV = c["num_attention_heads"], c.get("num_key_value_heads") or c["num_attention_heads"]
+    hd = c.get("head_dim") or d // H
+    layer = d * H * hd + 2 * d * KV * hd + H * hd * d + 3 * d * ff + 2 * d
+    if c["model_type"] == "qwen3":
+        layer += 2 * hd  # q_norm, k_norm
+    n = V * d + L * layer + d + (0 if c.get("tie_word_embeddings") else V * d)
+    return {"n_params": n, "layers": L, "hidden": d, "vocab": V, "attn_dim": H * hd,
+            "kv_bytes_per_token": 2 * L * KV * hd * 2}  # keys and values, 2 bytes each
+
+
+def _split_size(cfg: Mapping[str, Any], key: str, dataset: str) -> int:
+    full = PAPER_SPLITS[dataset]["train" if key == "n_train" else "test"]
+    n = config.for_dataset(cfg, key, dataset)
+    return full if n is None else min(int(n), full)
+
+
+def workload(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The runs of profile ``cfg`` on hub data and the tokens each processes.
+
+    Training tokens per run = examples x mean example length x epochs (vanilla, correct,
+    incorrect); KRSL = its pairs (a correct and an incorrect sequence each) x epochs, or
+    ``krsl_max_steps`` optimizer steps of ``batch_size x grad_accum`` pairs; its first step is
+    the ``correct`` run, counted once. Evaluation: every test item of the untrained student
+    (``eval_untrained``) and of each condition, its prompt prefilled once and its answer
+    decoded token by token."""
+    mnt = int(cfg["max_new_tokens"])
+    conds = list(cfg["conditions"])
+    trained = conds + (["correct"] if "krsl" in conds and "correct" not in conds else [])
+    epochs = float(cfg["epochs"])
+    micro = int(cfg["batch_size"])
+    runs: list[dict[str, Any]] = []
+    for ds in cfg["datasets"]:
+        t = TOKENS_PER_EXAMPLE[ds]
+        n_tr, n_te = _split_size(cfg, "n_train", ds), _split_size(cfg, "n_test", ds)
+        prompt = t["vanilla"] - t["answer"]
+        for m in cfg["models"]:
+            for c in trained:
+                if c == "krsl":
+                    ms = cfg.get("krsl_max_steps")
+                    pairs = ms * micro * int(cfg["grad_accum"]) if ms else n_tr * epochs
+                    runs.append({"kind": "train", "dataset": ds, "model": m, "condition": c,
+                                 "tokens": pairs * 2 * t["trace"], "seq_len": t["trace"], "rows_per_micro": 2 * micro,
+                                 "logit_positions": t["trace"] - prompt + 1})  # KRSL's loss: the completion only
+                elif cfg.get("max_steps") is None:
+                    L = t["vanilla"] if c == "vanilla" else t["trace"]
+                    runs.append({"kind": "train", "dataset": ds, "model": m, "condition": c,
+                                 "tokens": n_tr * L * epochs, "seq_len": L, "rows_per_micro": micro})
+                else:
+                    L = t["vanilla"] if c == "vanilla" else t["trace"]
+                    runs.append({"kind": "train", "dataset": ds, "model": m, "condition": c,
+                                 "tokens": int(cfg["max_steps"]) * micro * int(cfg["grad_accum"]) * L,
+                                 "seq_len": L, "rows_per_micro": micro})
+            evals = (["untrained"] if cfg.get("eval_untrained", True) else []) + conds
+            for c in evals:
+                new = (min(UNTRAINED_NEW_TOKENS, mnt) if c == "untrained" else
+                       min(t["answer"] + 1, mnt) if c == "vanilla" else min(t["trace"] - prompt + 1, mnt))
+                runs.append({"kind": "eval", "dataset": ds, "model": m, "condition": c, "items": n_te,
+                             "prompt_tokens": prompt, "new_tokens": new, "new_tokens_max": mnt})
+    return {"runs": runs, "n_train_runs": sum(r["kind"] == "train" for r in runs),
+            "n_eval_runs": sum(r["kind"] == "eval" for r in runs),
+            "train_tokens": sum(r["tokens"] for r in runs if r["kind"] == "train"),
+            "eval_items": sum(r["items"] for r in runs if r["kind"] == "eval")}
+
+
+def train_mfu(dev: Mapping[str, Any], micro_tokens: float, method: str = "qlora") -> float:
+    """The assumed MFU of a training micro-batch of ``micro_tokens`` tokens (see :data:`DEVICES`)."""
+    m = dev["train_mfu_max"] * min(1.0, micro_tokens / dev["saturation_tokens"]) ** 0.5
+    return m * (LORA_OVER_QLORA if method == "lora" else 1.0)
+
+
+def train_flops_per_token(shape: Mapping[str, Any], seq_len: float) -> float:
+    """6·N plus the attention scores and values, 12·layers·attention width·sequence length
+    (the usual training count: forward 2, backward 4 per weight and token)."""
+    return 6.0 * shape["n_params"] + 12.0 * shape["layers"] * shape["attn_dim"] * seq_len
+
+
+def train_memory_gb(shape: Mapping[str, Any], micro_tokens: float, method: str, checkpointing: bool,
+                    logit_tokens: float | None = None) -> float:
+    """Rough peak memory of a training micro-batch: weights (NF4 ~0.55 byte per parameter, or
+    2), activations (34·hidden bytes per token and layer, plus the LoRA dropout copies, 14·hidden;
+    with checkpointing only each layer's input and one layer's full set) and the logits at the
+    ``logit_tokens`` positions that carry loss (default every token; bf16, their fp32 copy and
+    its gradient: 10 bytes per position and vocabulary entry)."""
+    w = shape["n_params"] * (0.55 if method == "qlora" else 2.0)
+    per_layer = 48.0 * shape["hidden"] * micro_tokens
+    act = (2.0 * shape["hidden"] * micro_tokens * shape["layers"] + per_layer) if checkpointing \
+        else per_layer * shape["layers"]
+    logits = 10.0 * shape["vocab"] * (micro_tokens if logit_tokens is None else logit_tokens)
+    return (w + act + logits) / 1024 ** 3
+
+
+def _mfu_scale(dev: Mapping[str, Any], micro_tokens: float) -> float:
+    return min(1.0, micro_tokens / dev["saturation_tokens"]) ** 0.5
+
+
+def measured_mfu(dev: Mapping[str, Any], shape: Mapping[str, Any], m: Mapping[str, Any]) -> float:
+    """The utilisation a measured training speed implies, on the estimate's basis (FLOPs of
+    :func:`train_flops_per_token`, the recomputed forward counted as work), extrapolated to
+    the saturated micro-batch: ``m`` holds tokens_per_s, seq_len, batch_size,
+    gradient_checkpointing and peak_flops (of the GPU that measured it)."""
+    work = train_flops_per_token(shape, m["seq_len"]) * (GRADIENT_CHECKPOINTING_FACTOR if m["gradient_checkpointing"] else 1.0)
+    return m["tokens_per_s"] * work / m["peak_flops"] / _mfu_scale(dev, m["batch_size"] * m["seq_len"])
+
+
+def estimate_time(cfg: Mapping[str, Any], device: str = "h100",
+                  measured_train: Mapping[str, Mapping[str, Any]] | None = None,
+                  measured_decode_step_s: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Wall time of profile ``cfg`` on ``device`` (a key of :data:`DEVICES`), from arithmetic.
+
+    Basis: training FLOPs = (6·N + 12·layers·width·seq) x tokens (x 8/6 with gradient
+    checkpointing) at the assumed MFU of the micro-batch's size; generation = prefill
+    (2·N per prompt token at ``prefill_mfu``) + decoding steps (items x new tokens / slots:
+    the engine refills a finished row's slot), each step the larger of reading the weights
+    and the rows' KV cache at ``bandwidth_eff`` of the bandwidth and 2·N·rows FLOPs, plus a
+    fixed launch cost per layer; plus a fixed cost per run. ``measured_*`` (per model:
+    training speed (:func:`measured_mfu`), seconds per decoding step at the profile's
+    evaluation batch) replace the assumed ones where a GPU measured them. The expected figure uses the assumed mean
+    answer lengths; the upper bound lets every answer run to ``max_new_tokens``."""
+    dev = DEVICES[device]
+    wl = workload(cfg)
+    method = cfg.get("method", "qlora")
+    gc_on = bool(cfg.get("gradient_checkpointing"))
+    slots = int(cfg["eval_batch_size"])
+    shapes = {m: model_shape(m) for m in cfg["models"]}
+    per_model = {m: {"train_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0, "decode_s_max": 0.0, "overhead_s": 0.0,
+                     "train_tokens": 0.0, "train_flops": 0.0, "peak_train_memory_gb": 0.0} for m in cfg["models"]}
+    lines = []
+    for r in wl["runs"]:
+        sh, pm = shapes[r["model"]], per_model[r["model"]]
+        pm["overhead_s"] += dev["run_overhead_s"]
+        if r["kind"] == "train":
+            micro_tokens = r["rows_per_micro"] * r["seq_len"]
+            fl = train_flops_per_token(sh, r["seq_len"]) * r["tokens"] * (GRADIENT_CHECKPOINTING_FACTOR if gc_on else 1.0)
+            if measured_train and r["model"] in measured_train:
+                u = measured_mfu(dev, sh, measured_train[r["model"]]) * _mfu_scale(dev, micro_tokens)
+                basis = f"measured MFU scaled to {micro_tokens:,.0f} tokens per micro-batch: {u:.2f}"
+            else:
+                u = train_mfu(dev, micro_tokens, method)
+                basis = f"assumed MFU {u:.2f} at {micro_tokens:,.0f} tokens per micro-batch"
+            s = fl / (dev["peak_flops"] * u)
+            pm["train_s"] += s
+            pm["train_tokens"] += r["tokens"]
+            pm["train_flops"] += fl
+            longest = r["rows_per_micro"] * int(cfg["max_length"])  # the longest batches
+            mem = train_memory_gb(sh, longest, method, gc_on,
+                                  r["rows_per_micro"] * r["logit_positions"] if "logit_positions" in r else None)
+            pm["peak_train_memory_gb"] = max(pm["peak_train_memory_gb"], mem)
+            lines.append(f"train {r['dataset']}/{r['model']}/{r['condition']}: {r['tokens'] / 1e6:.2f} M tokens x "
+                         f"{train_flops_per_token(sh, r['seq_len']) / 1e9:.2f} GFLOP"
+                         f"{' x 8/6 (checkpointing)' if gc_on else ''} = {fl / 1e15:,.1f} PFLOP; {basis} -> {s / 60:.1f} min")
+        else:
+            pre = 2.0 * sh["n_params"] * r["prompt_tokens"] * r["items"] / (dev["peak_flops"] * dev["prefill_mfu"])
+            ctx = r["prompt_tokens"] + r["new_tokens"] / 2
+            step_bytes = 2.0 * sh["n_params"] + slots * ctx * sh["kv_bytes_per_token"]
+            step = max(step_bytes / (dev["bandwidth"] * dev["bandwidth_eff"]),
+                       2.0 * sh["n_params"] * slots / (dev["peak_flops"] * dev["prefill_mfu"])) \
+                + sh["layers"] * dev["layer_step_s"]
+            if measured_decode_step_s and r["model"] in measured_decode_step_s:
+                step = measured_decode_step_s[r["model"]]
+            steps, steps_max = r["items"] * r["new_tokens"] / slots, r["items"] * r["new_tokens_max"] / slots
+            pm["prefill_s"] += pre
+            pm["decode_s"] += steps * step
+            pm["decode_s_max"] += steps_max * step
+            lines.append(f"eval {r['dataset']}/{r['model']}/{r['condition']}: {r['items']} items, prefill "
+                         f"{r['items'] * r['prompt_tokens'] / 1e3:,.0f} k tokens ({pre:.0f} s); "
+                         f"{r['new_tokens']} new tokens each (max {r['new_tokens_max']}) in {slots} slots = "
+                         f"{steps:,.0f} steps x {step * 1e3:.1f} ms = {steps * step / 60:.1f} min "
+                         f"(max {steps_max * step / 60:.1f} min)")
+    out_models = {}
+    total = total_max = 0.0
+    for m, pm in per_model.items():
+        t = pm["train_s"] + pm["prefill_s"] + pm["decode_s"] + pm["overhead_s"]
+        tmax = t - pm["decode_s"] + pm["decode_s_max"]
+        total, total_max = total + t, total_max + tmax
+        out_models[m] = {**{k: _r(v, 1) for k, v in pm.items()}, "n_params": shapes[m]["n_params"],
+                         "total_s": _r(t, 1), "total_s_max": _r(tmax, 1)}
+    train_s = sum(pm["train_s"] for pm in per_model.values())
+    return {"device": device, "device_name": dev["name"], "profile": cfg.get("profile"),
+            "total_s": _r(total, 1), "total_min": _r(total / 60, 1), "total_min_max": _r(total_max / 60, 1),
+            "train_min": _r(train_s / 60, 1), "per_model": out_models,
+            "train_runs": wl["n_train_runs"], "eval_runs": wl["n_eval_runs"],
+            "train_tokens": wl["train_tokens"], "eval_items": wl["eval_items"],
+            "settings": {k: cfg.get(k) for k in ("method", "gradient_checkpointing", "batch_size", "grad_accum",
+                                                  "eval_batch_size", "epochs", "max_new_tokens", "max_length")},
+            "measured": {"train": {k: dict(v) for k, v in (measured_train or {}).items()},
+                         "decode_step_s": dict(measured_decode_step_s or {})},
+            "device_assumptions": dev, "arithmetic": lines,
+            "basis": ("training FLOPs = (6·N + 12·layers·width·seq) per token x tokens (x 8/6 with gradient "
+                      "checkpointing) at an assumed MFU; generation = prefill at 2·N per prompt token + decoding "
+                      "steps (items x mean new tokens / evaluation slots), each the larger of weight+KV bytes over "
+                      "bandwidth and 2·N·slots FLOPs, plus a launch cost per layer; plus a fixed cost per run. "
+                      "Token lengths: helpers.bench.TOKENS_PER_EXAMPLE; efficiencies: helpers.bench.DEVICES "
+                      "(assumed until make gpu-check measures them)")}
+
+
+def paper_grid_estimate(measured_train: Mapping[str, Mapping[str, Any]] | None = None,
+                        decode_step_s: Mapping[str, float] | None = None,
+                        cfg: Mapping[str, Any] | None = None, device: str = "h100") -> dict[str, Any]:
+    """The paper profile's grid on ``device`` (:func:`estimate_time`), with the speeds a GPU
+    measured where given; ``runs`` counts the fine-tuning runs (KRSL included)."""
+    cfg = cfg if cfg is not None else config.load_profile("paper")
+    est = estimate_time(cfg, device, measured_train, decode_step_s)
+    est["runs"] = est["train_runs"]
+    est["method"] = cfg.get("method")
+    est["assumptions"] = {"note": est["basis"]}
+    return est
+
+
+def estimates() -> dict[str, Any]:
+    """The two estimates `make bench` prints without a GPU: the paper grid on one H100 (the
+    original's settings and the profile's) and the colab profile on a free T4."""
+    paper = config.load_profile("paper")
+    res = {"paper_h100": estimate_time(paper, "h100"),
+           "paper_h100_original_settings": estimate_time({**paper, **ORIGINAL_PAPER_SETTINGS}, "h100")}
+    try:
+        res["colab_t4"] = estimate_time(config.load_profile("colab"), "t4")
+    except FileNotFoundError:
+        pass
+    res["target"] = {"paper_grid_max_min": TARGETS["paper_grid_wall_s_h100"] / 60, "colab_max_min": 120,
+                     **target_gap(res["paper_h100"], TARGETS["paper_grid_wall_s_h100"])}
+    return res
+
+
+def target_gap(est: Mapping[str, Any], max_s: float) -> dict[str, Any]:
+    """How much faster training would have to run for ``est`` to fit ``max_s`` (the rest of
+    the time as estimated), and the saturated MFU that would mean; None where it fits."""
+    train_s = est["train_min"] * 60
+    rest = est["total_s"] - train_s
+    if est["total_s"] <= max_s:
+        return {"met": True, "train_speedup_needed": None, "train_mfu_needed": None}
+    if rest >= max_s:
+        return {"met": False, "train_speedup_needed": float("inf"), "train_mfu_needed": None}
+    k = train_s / (max_s - rest)
+    return {"met": False, "train_speedup_needed": _r(k, 2),
+            "train_mfu_needed": _r(DEVICES[est["device"]]["train_mfu_max"] * k, 2)}
+
+
+def print_estimates(est: Mapping[str, Any], file=None) -> None:
+    """The arithmetic behind each estimate, line by line, then the totals."""
+    file = file or sys.stdout
+    for key, e in est.items():
+        if key == "target":
+            continue
+        print(f"[bench] estimate {key}: {e['profile']} profile on {e['device_name']} "
+              f"({e['train_runs']} fine-tuning runs, {e['eval_runs']} evaluation runs, "
+              f"{e['train_tokens'] / 1e6:,.1f} M training tokens, {e['eval_items']:,} test items)", file=file)
+        for line in e["arithmetic"]:
+            print(f"[bench]   {line}", file=file)
+        for m, pm in e["per_model"].items():
+            print(f"[bench]   {m} ({pm['n_params'] / 1e9:.3f} B params): train {pm['train_s'] / 60:.1f} min, "
+                  f"prefill {pm['prefill_s'] / 60:.1f} min, decode {pm['decode_s'] / 60:.1f} min "
+                  f"(max {pm['decode_s_max'] / 60:.1f}), per-run overhead {pm['overhead_s'] / 60:.1f} min; "
+                  f"peak training memory ~{pm['peak_train_memory_gb']:.0f} GB", file=file)
+        print(f"[bench]   total {e['total_min']:.0f} min (upper bound {e['total_min_max']:.0f} min), "
+              f"training {e['train_min']:.0f} min", file=file)
+    t = est.get("target", {})
+    if "paper_h100" in est and "met" in t:
+        print(f"[bench] paper grid on one H100: {est['paper_h100']['total_min']:.0f} min estimated, target "
+              f"<= {t['paper_grid_max_min']:.0f} min: " + ("met" if t["met"] else
+              f"NOT met; training would have to run {t['train_speedup_needed']}x faster "
+              f"(MFU ~{t['train_mfu_needed']} at saturated micro-batches)"), file=file)
 
 
 def bench_gpu(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path,
@@ -1134,7 +1412,9 @@ def bench_gpu(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path,
 
     if device is None:
         if not torch.cuda.is_available():
-            return {"skipped": NO_CUDA}
+            est = estimates()
+            print_estimates(est)
+            return {"skipped": NO_CUDA, "estimates": est}
         device = "cuda"
     cuda = device.startswith("cuda")
     name = torch.cuda.get_device_name(0) if cuda else "cpu"
@@ -1150,7 +1430,7 @@ def bench_gpu(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path,
                                         "gen_new_tokens": sizes["gpu_gen_new_tokens"],
                                         "weights": "random (built from the published configs)"}}
     if model_configs is None:
-        model_configs = {m: gpu_model_config(m) for m in GPU_MODEL_CONFIGS}
+        model_configs = {m: gpu_model_config(m) for m in PAPER_STUDENTS}
     Path(work).mkdir(parents=True, exist_ok=True)
     for key, mcfg in model_configs.items():
         n = n_params(mcfg)
@@ -1158,7 +1438,7 @@ def bench_gpu(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path,
         try:
             config.seed_everything(0)
             with torch.device(device):
-                mdl = AutoModelForCausalLM.from_config(mcfg, dtype=torch.bfloat16 if cuda else torch.float32)
+                mdl = AutoModelForCausalLM.from_config(mcfg, dtype=_cuda_dtype() if cuda else torch.float32)
             mdl.save_pretrained(d)
             del mdl
             gc.collect()
@@ -1181,13 +1461,21 @@ def bench_gpu(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path,
             res["models"][key] = entry
         finally:
             shutil.rmtree(d, ignore_errors=True)
-    if cuda and set(PAPER_GRID["models"]) <= set(res["models"]):
+    if cuda:
+        res["estimates"] = estimates()
+    if cuda and set(PAPER_STUDENTS) <= set(res["models"]):
         meth = paper["method"] if paper["method"] in methods else "lora"
-        if any("error" in res["models"][m].get(meth, {"error": ""}) for m in PAPER_GRID["models"]):
+        if any("error" in res["models"][m].get(meth, {"error": ""}) for m in PAPER_STUDENTS):
             meth = "lora"  # e.g. no bitsandbytes: estimate at the bf16 LoRA speed, and say so
-        est = paper_grid_estimate({m: res["models"][m][meth]["tokens_per_s"] for m in PAPER_GRID["models"]},
-                                  {m: res["models"][m]["generation"]["tokens_per_s"] for m in PAPER_GRID["models"]})
+        measured = {m: {**{k: res["models"][m][meth][k] for k in ("tokens_per_s", "seq_len", "batch_size",
+                                                                  "gradient_checkpointing")},
+                        "peak_flops": peak or DEVICES["h100"]["peak_flops"]} for m in PAPER_STUDENTS}
+        same_class = any(k in name.lower() for k in ("h100", "h200", "gh200", "h800"))
+        steps = {m: res["models"][m]["generation"]["batch_size"] / res["models"][m]["generation"]["tokens_per_s"]
+                 for m in PAPER_STUDENTS} if same_class else None
+        est = paper_grid_estimate(measured, steps)
         est["method"] = meth
+        est["calibrated_on"] = name
         res["paper_grid_estimate"] = est
         is_h100 = "h100" in name.lower()
         res["target"] = {"metric": "estimated wall time of the paper grid on this GPU",
@@ -1246,6 +1534,31 @@ def summary_targets(parts: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _estimates_md(est: Mapping[str, Any]) -> list[str]:
+    """The wall-time estimates (:func:`estimates`) as a table and their basis."""
+    rows = []
+    for key, e in est.items():
+        if key == "target":
+            continue
+        st = e["settings"]
+        rows.append([key, e["device_name"], e["train_runs"], e["eval_runs"], _r(e["train_tokens"] / 1e6, 1),
+                     f"{st['batch_size']} x {st['grad_accum']}", st["gradient_checkpointing"], st["eval_batch_size"],
+                     e["train_min"], e["total_min"], e["total_min_max"]])
+    if not rows:
+        return []
+    L = ["### Wall-time estimates (arithmetic, not measured)", ""]
+    L += _table(["estimate", "device", "train runs", "eval runs", "train tokens (M)", "batch x accum",
+                 "grad. checkpointing", "eval batch", "train min", "total min", "upper bound min"], rows)
+    first = next(e for k, e in est.items() if k != "target")
+    t = est["target"]
+    L += [f"Basis: {first['basis']}. Targets: paper grid <= {t['paper_grid_max_min']:.0f} min on one "
+          f"H100; colab <= {t['colab_max_min']:.0f} min on a T4."
+          + ("" if t.get("met") in (None, True) else
+             f" The paper-grid target is not met by this estimate: training would have to run "
+             f"{t['train_speedup_needed']}x faster (MFU ~{t['train_mfu_needed']} at saturated micro-batches)."), ""]
+    return L
+
+
 def render_md(rep: Mapping[str, Any]) -> str:
     """The report as Markdown: machine, targets, then one section per part."""
     m = rep["machine"]
@@ -1273,6 +1586,8 @@ def render_md(rep: Mapping[str, Any]) -> str:
         L += [f"## {title}", ""]
         if "skipped" in p:
             L += [f"Skipped: {p['skipped']}.", ""]
+            if p.get("estimates"):
+                L += _estimates_md(p["estimates"])
             continue
         if "error" in p:
             L += ["Failed:", "", "```", p["error"].strip()[-2000:], "```", ""]
@@ -1383,6 +1698,8 @@ def render_md(rep: Mapping[str, Any]) -> str:
             if est:
                 L += [f"Estimated paper grid ({est['runs']} fine-tuning runs + evaluations, {est['method']}): "
                       f"**{_fmt(est['total_min'], 1)} min**. {est['assumptions']['note']}.", ""]
+            if p.get("estimates"):
+                L += _estimates_md(p["estimates"])
     return "\n".join(L) + "\n"
 
 
@@ -1478,7 +1795,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help=f"comma-separated subset of {','.join(PARTS)} (default: all on quick, all but reproduce elsewhere)")
     ap.add_argument("--out", default=None, help="report folder (default results/bench, or results/bench/<profile>)")
     ap.add_argument("--progress", action="store_true", help="progress bars for the generation runs")
+    ap.add_argument("--estimate", action="store_true",
+                    help="only print the wall-time estimates (paper grid on one H100, colab on a T4) and their "
+                         "arithmetic; nothing is measured (the gpu part prints them too)")
     a = ap.parse_args(argv)
+    if a.estimate:
+        print_estimates(estimates())
+        return 0
     parts = [p.strip() for p in a.parts.split(",") if p.strip()] if a.parts else None
     rep = run(a.profile, parts, Path(a.out) if a.out else None, progress=a.progress)
     out = Path(a.out) if a.out else default_out(a.profile)
