@@ -347,6 +347,16 @@ def load_tokenizer(name: str, padding_side: str = "right"):
     return tok
 
 
+def qlora_config(ds: dict[str, Any] | None = None):
+    """QLoRA's quantisation: 4-bit NF4 weights with double quantisation, computing in the
+    device's ``qlora_compute_dtype`` (:func:`device_settings`)."""
+    from transformers import BitsAndBytesConfig
+
+    ds = device_settings() if ds is None else ds
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=ds["qlora_compute_dtype"])
+
+
 def load_model(name: str, *, method: str = "lora", device: str | None = None, tokenizer=None,
                training: bool = False):
     """The base model for ``method``, with EOS / pad aligned to the tokenizer.
@@ -367,11 +377,7 @@ def load_model(name: str, *, method: str = "lora", device: str | None = None, to
         dtype = torch.float32  # fp16 mixed precision: fp32 master weights, fp16 compute (autocast)
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn}
     if method == "qlora":
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=ds["qlora_compute_dtype"])
+        kwargs["quantization_config"] = qlora_config(ds)
         kwargs["device_map"] = ds["qlora_device_map"]
     elif method not in ("lora", "full"):
         raise ValueError(f"unknown method {method!r}: lora | qlora | full")
