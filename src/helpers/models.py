@@ -377,6 +377,9 @@ def load_model(name: str, *, method: str = "lora", device: str | None = None, to
         dtype = torch.float32  # fp16 mixed precision: fp32 master weights, fp16 compute (autocast)
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn}
     if method == "qlora":
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ImportError("method='qlora' needs bitsandbytes (`pip install 'bitsandbytes>=0.50'`, "
+                              "in the project's dev extras); or use method='lora'")
         kwargs["quantization_config"] = qlora_config(ds)
         kwargs["device_map"] = ds["qlora_device_map"]
     elif method not in ("lora", "full"):
