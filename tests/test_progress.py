@@ -140,3 +140,17 @@ def test_generation_reports_items(tmp_path, capsys):
     assert out[0] == "[generate babi/tiny/correct/seed0] 3 items"
     assert re.fullmatch(r"\[generate babi/tiny/correct/seed0\] item 3/3 \(100%\) \| [\d,.]+ new tok/s \| "
                         r"\d+s elapsed \| done", out[-1]), out
+
+
+def test_skipped_units_do_not_set_the_pace():
+    """Runs that were fresh (skipped in no time) count as done, not toward the ETA."""
+    clock, out = Clock(), io.StringIO()
+    p = Progress(4, "SFT runs", unit="run", rate_label="", clock=clock, stream=out, bar=False,
+                 interval_s=0, min_gap_s=0)
+    p.skip(1, last="a (fresh: skipped)")
+    p.skip(2, last="b (fresh: skipped)")
+    clock.t += 600
+    p.update(3, last="c")                  # one trained run took 10 min: one left -> 10 min
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "[SFT runs] run 1/4 (25%) | last a (fresh: skipped) | 0s elapsed | ETA ?"
+    assert lines[3] == "[SFT runs] run 3/4 (75%) | last c | 10m00s elapsed | ETA 10m00s"

@@ -731,17 +731,20 @@ def train_all(cfg: Mapping[str, Any], *, progress: bool = True, inner_progress: 
     run's steps (:mod:`helpers.progress`)."""
     import pandas as pd
 
-    from . import config
-    from .progress import Progress
+    from . import config, paths
+    from .progress import Progress, mtime
 
     rows = []
     grid = run_grid(cfg)
     bar = Progress(len(grid), "KRSL runs", unit="run", rate_label="", enabled=progress,
                    interval_s=0, min_gap_s=0)
     for k, (d, m, s) in enumerate(grid, 1):
+        stamp = paths.run_dir(cfg["profile"], d, m, "krsl", s) / config.STAMP
+        before = mtime(stamp)
         rd = train_krsl_run(cfg, d, m, s, progress=inner_progress)
         rows.append(config.read_json(rd / "metrics.json"))
-        bar.update(k, last=f"{d}/{m}/seed{s}")
+        fresh = before is not None and mtime(stamp) == before
+        (bar.skip if fresh else bar.update)(k, last=f"{d}/{m}/seed{s}" + (" (fresh: skipped)" if fresh else ""))
     bar.close()
     return pd.DataFrame(rows)
 

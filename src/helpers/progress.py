@@ -24,6 +24,7 @@ history, tokens from ``state.num_input_tokens_seen``).
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import Any, Callable, TextIO
@@ -113,7 +114,15 @@ def widget_bar(total: int, desc: str, leave: bool = True):
     except ImportError:
         return None
     try:
-        return notebook_tqdm(total=total, desc=desc, leave=leave)
+        from IPython.display import display
+
+        bar = notebook_tqdm(total=total, desc=desc, leave=leave, display=False)
+        # shown without its text/plain copy: papermill's --log-output would print that
+        # copy (a frozen "0%" bar) to the terminal, where the lines already report
+        bundle = bar.container._repr_mimebundle_()
+        display({k: v for k, v in bundle.items() if k != "text/plain"}, raw=True)
+        bar.displayed = True
+        return bar
     except Exception:  # a front end that cannot show widgets: the lines remain
         return None
 
@@ -209,6 +218,12 @@ class Progress:
             return True
         return False
 
+    def skip(self, done: int, **fields: Any) -> bool:
+        """Like :meth:`update` for units that took no work (a fresh run that was skipped):
+        they count as done but not toward the pace the ETA is computed from."""
+        self.start += max(0, int(done) - self.done)
+        return self.update(done, **fields)
+
     def close(self) -> None:
         """The final line (``done``, or ``stopped before the end``), once."""
         if self.closed or not self.enabled:
@@ -219,6 +234,15 @@ class Progress:
         self._emit(self.line(final=True))
         if self.bar is not None:
             self.bar.close()
+
+
+def mtime(path) -> float | None:
+    """Modification time of ``path`` (None when missing): a loop over runs compares it before
+    and after a run to tell a skipped (fresh) run from one that worked (:meth:`Progress.skip`)."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 def trainer_callback(desc: str, *, enabled: bool = True, bar: bool | None = None,

@@ -800,14 +800,17 @@ def train_all(cfg: Mapping[str, Any], *, progress: bool = True, inner_progress: 
     """Train (or skip when fresh) every run of :func:`run_grid`; returns their metrics table.
     ``progress``: a line (and a notebook bar) per finished run, with the ETA of the rest;
     ``inner_progress``: each run's steps (:mod:`helpers.progress`)."""
-    from .progress import Progress
+    from .progress import Progress, mtime
 
     grid = run_grid(cfg)
     bar = Progress(len(grid), "SFT runs", unit="run", rate_label="", enabled=progress,
                    interval_s=0, min_gap_s=0)
     for k, (d, m, c, s) in enumerate(grid, 1):
+        stamp = paths.run_dir(cfg["profile"], d, m, c, s) / config.STAMP
+        before = mtime(stamp)
         train_run(cfg, d, m, c, s, progress=inner_progress)
-        bar.update(k, last=f"{d}/{m}/{c}/seed{s}")
+        fresh = before is not None and mtime(stamp) == before
+        (bar.skip if fresh else bar.update)(k, last=f"{d}/{m}/{c}/seed{s}" + (" (fresh: skipped)" if fresh else ""))
     bar.close()
     return collect_metrics(cfg)
 
