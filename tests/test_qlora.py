@@ -74,12 +74,16 @@ def _prompt_logits(model, tok, prompt: str):
         return model(input_ids=ids).logits.float()
 
 
-@pytest.mark.parametrize("family", ["llama3", "qwen3"])
-def test_qlora_trains_merges_and_generates_on_cpu(study, family, capsys):
+@pytest.mark.parametrize("family,cpu_bf16", [("llama3", True), ("qwen3", False)],
+                         ids=["llama3-bf16-compute", "qwen3-fp32-compute"])
+def test_qlora_trains_merges_and_generates_on_cpu(study, family, cpu_bf16, capsys, monkeypatch):
+    """Both compute paths of a CPU: bf16 (CPUs with native bf16) and fp32 (the others)."""
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: cpu_bf16)
     cfg, name = study, STUDENTS[family]
     assert models.model_family(name) == family
     ds = models.device_settings()
     assert ds["device"] == "cpu"
+    assert ds["qlora_compute_dtype"] == (torch.bfloat16 if cpu_bf16 else torch.float32)
 
     # the quantised student the run trains: NF4 weights, the device's compute dtype, fp32 adapters
     model, tok = sft.load_for_training(cfg, name)
