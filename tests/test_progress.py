@@ -154,3 +154,10 @@ def test_skipped_units_do_not_set_the_pace():
     lines = out.getvalue().splitlines()
     assert lines[1] == "[SFT runs] run 1/4 (25%) | last a (fresh: skipped) | 0s elapsed | ETA ?"
     assert lines[3] == "[SFT runs] run 3/4 (75%) | last c | 10m00s elapsed | ETA 10m00s"
+
+
+def test_an_empty_loop_says_nothing():
+    out = io.StringIO()
+    p = Progress(0, "KRSL runs", unit="run", stream=out, bar=False)
+    p.close()
+    assert out.getvalue() == ""

@@ -134,8 +134,8 @@ class Progress:
     counting those of an earlier session when ``start`` > 0; ``tokens``: the running count
     whose rate is shown as ``rate_label``; ``fields``: shown as ``name value``, floats with
     three decimals). ``close()`` prints the final line (once). Lines go to ``stream``
-    (stdout); ``enabled=False`` silences everything; ``bar`` (default: in a Jupyter kernel)
-    adds a widget bar.
+    (stdout); ``enabled=False`` (or ``total=0``) silences everything; ``bar`` (default: in a
+    Jupyter kernel) adds a widget bar; ``cadence``: :class:`Cadence`'s timing arguments.
     """
 
     def __init__(self, total: int, desc: str, *, unit: str = "step", start: int = 0, tokens: int = 0,
@@ -145,7 +145,7 @@ class Progress:
         self.total, self.desc, self.unit = int(total), desc, unit
         self.start, self.tokens0 = int(start), int(tokens)
         self.rate_label = rate_label
-        self.enabled = enabled
+        self.enabled = enabled and self.total > 0  # an empty loop says nothing
         self.stream = stream
         self.clock = clock
         self.t0 = clock()
@@ -154,11 +154,11 @@ class Progress:
         self.closed = False
         self.lines: list[str] = []
         self.bar = None
-        if enabled and bar is not False:
+        if self.enabled and bar is not False:
             self.bar = widget_bar(self.total, desc, leave=leave_bar)
             if self.bar is not None and self.start:
                 self.bar.update(self.start)
-        if enabled:
+        if self.enabled:
             resumed = f", resuming after {self.start}" if self.start else ""
             self._emit(f"[{desc}] {self.total} {unit}s{resumed}")
 

@@ -543,9 +543,8 @@ def build_trainer(cfg: Mapping[str, Any], model, tok, train_dataset, run_dir: st
     """
     from transformers import TrainingArguments
 
-    from .progress import trainer_callback
-
     from . import models
+    from .progress import trainer_callback
 
     set_threads(sum(p.numel() for p in model.parameters()))
     if not isinstance(train_dataset, ListDataset) and isinstance(train_dataset, list):
