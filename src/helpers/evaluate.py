@@ -94,8 +94,23 @@ def evaluate_run(cfg: Mapping[str, Any], dataset: str, model_name: str, conditio
 
 
 def evaluate_all(cfg: Mapping[str, Any], *, progress: bool = True) -> pd.DataFrame:
-    """Evaluate every run of the profile and write ``results/<profile>/items.parquet``."""
-    frames = [evaluate_run(cfg, *r, progress=progress) for r in runs(cfg)]
+    """Evaluate every run of the profile and write ``results/<profile>/items.parquet``.
+    ``progress``: each run's generation (:func:`helpers.generate.generate_predictions`) and a
+    line per evaluated run with the ETA of the rest (:mod:`helpers.progress`)."""
+    from .progress import Progress, mtime
+
+    todo = runs(cfg)
+    bar = Progress(len(todo), "evaluation runs", unit="run", rate_label="", enabled=progress,
+                   interval_s=0, min_gap_s=0)
+    frames = []
+    for k, r in enumerate(todo, 1):
+        preds = paths.run_dir(cfg["profile"], *r) / "predictions.jsonl"
+        before = mtime(preds)
+        frames.append(evaluate_run(cfg, *r, progress=progress))
+        fresh = before is not None and mtime(preds) == before
+        (bar.skip if fresh else bar.update)(k, last="/".join(map(str, r[:3])) + f"/seed{r[3]}"
+                                            + (" (predictions complete: scored only)" if fresh else ""))
+    bar.close()
     items = pd.concat(frames, ignore_index=True)
     out = paths.results_dir(cfg["profile"])
     out.mkdir(parents=True, exist_ok=True)

@@ -508,10 +508,13 @@ def generate_predictions(model, tok, items: Iterable[Mapping[str, str]], out_pat
     with :func:`low_precision` (a bf16 copy on CPUs with native bf16); ``share_prefix``: see
     :func:`generate_stream`. Records: id, prediction, prompt_hash, max_new_tokens,
     n_new_tokens, finished (EOS reached), seconds (wall time since the previous record, so
-    a run's records sum to its generation time).
+    a run's records sum to its generation time). ``progress``: lines headed ``desc`` with
+    the items done, new tokens per second and ETA, about every 30 s or tenth of the items
+    (:mod:`helpers.progress`), and a widget bar in a notebook.
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from .progress import Progress
 
     items = list(items)
     ids = [it["id"] for it in items]
@@ -531,7 +534,9 @@ def generate_predictions(model, tok, items: Iterable[Mapping[str, str]], out_pat
         order = sorted(range(len(todo)), key=lambda i: -len(rows[i]))
         gen_model = low_precision(model) if bf16 else model
         gen_model.eval()
-        bar = tqdm(total=len(todo), desc=desc, disable=not progress)
+        bar = Progress(len(todo), f"generate {desc}", unit="item", rate_label="new tok/s",
+                       enabled=progress)
+        new_tokens = 0
         with open(out_path, "a") as f:
             t0 = time.perf_counter()
             for j, r in generate_stream(gen_model, tok, [rows[i] for i in order], max_new_tokens=max_new_tokens,
@@ -544,6 +549,7 @@ def generate_predictions(model, tok, items: Iterable[Mapping[str, str]], out_pat
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
                 have[it["id"]] = rec
-                bar.update(1)
+                new_tokens += int(r.get("n_new_tokens", 0))
+                bar.update(bar.done + 1, tokens=new_tokens)
         bar.close()
     return [have[i] for i in ids]

@@ -663,13 +663,15 @@ def train_krsl_run(cfg: Mapping[str, Any], dataset: str, model_name: str, seed: 
     run_info = {"dataset": dataset, "model": model_name, "family": family, "condition": "krsl",
                 "seed": int(seed), "method": cfg["method"], "out": out_name, "run_hash": run_hash,
                 "init_run": str(init_rd), "init_stamp_time": init_time}
-    config.write_json(rd / "config.json", {**dict(cfg), "run": run_info,
+    precision = models.precision_record()
+    config.write_json(rd / "config.json", {**dict(cfg), "run": run_info, "precision": precision,
                                            "environment": config.environment_info()})
     lengths = [max(len(p["input_ids_c"]), len(p["input_ids_i"])) for p in pairs]
     trainer = sft.build_trainer(cfg, model, tok, PairDataset(pairs), rd, seed=seed,
                                 collator=KRSLCollator(tok.pad_token_id), trainer_cls=_trainer_class(),
                                 lr=float(cfg["krsl_lr"]), max_steps=cfg.get("krsl_max_steps"),
-                                lengths=lengths, progress=progress, include_num_input_tokens_seen="no")
+                                lengths=lengths, progress=progress, include_num_input_tokens_seen="no",
+                                desc=f"krsl {dataset}/{model_name}/seed{seed}")
     trainer.krsl_nll_threshold = float(cfg["krsl_nll_threshold"])
     start_step = 0
     if resume is not None:
@@ -707,7 +709,7 @@ def train_krsl_run(cfg: Mapping[str, Any], dataset: str, model_name: str, seed: 
         "tokens_per_s": int(state.num_input_tokens_seen) / wall if wall > 0 else None,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in model.parameters()),
-        "device": models.device_settings()["device"],
+        "device": precision["device"], "precision": precision["precision"], "gpu": precision["gpu"],
     }
     if not all(math.isfinite(float(h["loss"])) for h in logged):
         raise FloatingPointError(f"KRSL loss became non-finite in {rd} (log_history: {logged[-3:]})")
@@ -723,19 +725,27 @@ def run_grid(cfg: Mapping[str, Any]) -> list[tuple[str, str, int]]:
     return [(d, m, int(s)) for d in cfg["datasets"] for m in cfg["models"] for s in cfg["seeds"]]
 
 
-def train_all(cfg: Mapping[str, Any], *, progress: bool = True, inner_progress: bool = False):
-    """Train (or skip when fresh) every KRSL run of the profile; returns their metrics table."""
+def train_all(cfg: Mapping[str, Any], *, progress: bool = True, inner_progress: bool = True):
+    """Train (or skip when fresh) every KRSL run of the profile; returns their metrics table.
+    ``progress``: a line (and a notebook bar) per finished run; ``inner_progress``: each
+    run's steps (:mod:`helpers.progress`)."""
     import pandas as pd
-    from tqdm.auto import tqdm
 
-    from . import config
+    from . import config, paths
+    from .progress import Progress, mtime
 
     rows = []
-    bar = tqdm(run_grid(cfg), desc="KRSL runs", disable=not progress)
-    for d, m, s in bar:
-        bar.set_postfix_str(f"{d}/{m}/seed{s}")
+    grid = run_grid(cfg)
+    bar = Progress(len(grid), "KRSL runs", unit="run", rate_label="", enabled=progress,
+                   interval_s=0, min_gap_s=0)
+    for k, (d, m, s) in enumerate(grid, 1):
+        stamp = paths.run_dir(cfg["profile"], d, m, "krsl", s) / config.STAMP
+        before = mtime(stamp)
         rd = train_krsl_run(cfg, d, m, s, progress=inner_progress)
         rows.append(config.read_json(rd / "metrics.json"))
+        fresh = before is not None and mtime(stamp) == before
+        (bar.skip if fresh else bar.update)(k, last=f"{d}/{m}/seed{s}" + (" (fresh: skipped)" if fresh else ""))
+    bar.close()
     return pd.DataFrame(rows)
 
 

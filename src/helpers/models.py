@@ -54,29 +54,68 @@ HubUnavailableError = hub.HubUnavailable
 # --------------------------------------------------------------------------------------
 # devices
 # --------------------------------------------------------------------------------------
-def device_settings(device: str | None = None) -> dict[str, Any]:
-    """dtype / attention / autocast choices for this machine.
+BF16_MIN_CAPABILITY = (8, 0)  # Ampere (A100, RTX 30xx, L4) and newer compute in bf16 natively
 
-    CUDA: weights in bf16 where supported (else fp16), SDPA attention (no flash-attention
-    requirement). CPU: fp32 weights with bf16 autocast when the CPU has native bf16; SDPA
-    for generation, but plain ("eager") attention for training, whose backward measured
-    about 6% faster per LoRA step of SmolLM2-135M at the study's lengths (~300 tokens) than
-    the CPU flash-attention kernel's (``train_attn_implementation``).
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 / AMX through oneDNN)."""
+    import torch
+
+    return bool(getattr(torch.backends, "mkldnn", None) and torch.backends.mkldnn.is_available()
+                and getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
+def device_settings(device: str | None = None) -> dict[str, Any]:
+    """dtype / attention / precision choices for this machine.
+
+    CUDA: bf16 weights and bf16 mixed precision only where the GPU computes in bf16
+    natively (compute capability >= 8.0: A100, L4, H100). ``torch.cuda.is_bf16_supported()``
+    is not the test, because it also counts emulation and says True on a T4, where bf16
+    runs about ten times slower than fp16. Older GPUs (T4, V100: capability 7.x) get fp16
+    weights and fp16 mixed precision with dynamic loss scaling (a GradScaler; the trained
+    LoRA parameters stay in fp32, see :func:`helpers.sft.precision_args`). QLoRA's 4-bit
+    compute dtype follows (``qlora_compute_dtype``). SDPA attention (no flash-attention
+    requirement).
+
+    CPU: fp32 weights with bf16 autocast when the CPU has native bf16; QLoRA (bitsandbytes'
+    CPU kernels) computes in bf16 there, else in fp32. SDPA for generation, but plain
+    ("eager") attention for training, whose backward measured about 6% faster per LoRA step
+    of SmolLM2-135M at the study's lengths (~300 tokens) than the CPU flash-attention
+    kernel's (``train_attn_implementation``).
+
+    ``precision`` names the choice in words; it is recorded in every run's config.
     """
     import torch
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
-        bf16 = torch.cuda.is_bf16_supported()
-        dt = torch.bfloat16 if bf16 else torch.float16
+        index = torch.device(device).index
+        index = torch.cuda.current_device() if index is None else index
+        cap = tuple(torch.cuda.get_device_capability(index))
+        native_bf16 = cap >= BF16_MIN_CAPABILITY
+        dt = torch.bfloat16 if native_bf16 else torch.float16
         return {"device": device, "dtype": dt, "autocast_dtype": dt, "attn_implementation": "sdpa",
-                "train_attn_implementation": "sdpa"}
-    cpu_bf16 = bool(getattr(torch.backends, "mkldnn", None) and torch.backends.mkldnn.is_available()
-                    and getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+                "train_attn_implementation": "sdpa", "gpu": torch.cuda.get_device_name(index),
+                "capability": f"{cap[0]}.{cap[1]}",
+                "precision": "bf16" if native_bf16 else "fp16 with loss scaling",
+                "qlora_compute_dtype": dt, "qlora_device_map": {"": index}}
+    cpu_bf16 = cpu_has_bf16()
     return {"device": "cpu", "dtype": torch.float32,
             "autocast_dtype": torch.bfloat16 if cpu_bf16 else None, "attn_implementation": "sdpa",
-            "train_attn_implementation": "eager"}
+            "train_attn_implementation": "eager", "gpu": None, "capability": None,
+            "precision": "fp32 weights, bf16 autocast" if cpu_bf16 else "fp32",
+            "qlora_compute_dtype": torch.bfloat16 if cpu_bf16 else torch.float32,
+            "qlora_device_map": {"": "cpu"}}
+
+
+def precision_record(ds: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The precision choices of :func:`device_settings` as plain JSON (for run configs)."""
+    ds = device_settings() if ds is None else ds
+    return {"device": ds["device"], "gpu": ds["gpu"], "capability": ds["capability"],
+            "precision": ds["precision"], "dtype": str(ds["dtype"]).replace("torch.", ""),
+            "autocast_dtype": str(ds["autocast_dtype"]).replace("torch.", "") if ds["autocast_dtype"] else None,
+            "qlora_compute_dtype": str(ds["qlora_compute_dtype"]).replace("torch.", "")}
 
 
 # --------------------------------------------------------------------------------------
@@ -301,26 +340,41 @@ def load_tokenizer(name: str, padding_side: str = "right"):
     return tok
 
 
+def qlora_config(ds: dict[str, Any] | None = None):
+    """QLoRA's quantisation: 4-bit NF4 weights with double quantisation, computing in the
+    device's ``qlora_compute_dtype`` (:func:`device_settings`)."""
+    from transformers import BitsAndBytesConfig
+
+    ds = device_settings() if ds is None else ds
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=ds["qlora_compute_dtype"])
+
+
 def load_model(name: str, *, method: str = "lora", device: str | None = None, tokenizer=None,
                training: bool = False):
-    """The base model for ``method`` (lora / full: plain weights; qlora: 4-bit NF4 with double
-    quantisation and bf16 compute, CUDA only), with EOS / pad aligned to the tokenizer.
-    ``training`` picks the device's attention for training instead of for generation."""
+    """The base model for ``method``, with EOS / pad aligned to the tokenizer.
+
+    ``lora`` / ``full``: plain weights in the device's dtype (:func:`device_settings`); a model
+    fully fine-tuned in fp16 mixed precision keeps fp32 master weights (``training``).
+    ``qlora``: 4-bit NF4 with double quantisation (bitsandbytes), computing in the device's
+    ``qlora_compute_dtype``, placed by ``qlora_device_map``: on a CUDA GPU, or on the CPU
+    with bitsandbytes' CPU kernels. ``training`` picks the device's attention for training
+    instead of for generation."""
     import torch
     from transformers import AutoModelForCausalLM
 
     ds = device_settings(device)
     attn = ds["train_attn_implementation"] if training else ds["attn_implementation"]
-    kwargs: dict[str, Any] = {"dtype": ds["dtype"], "attn_implementation": attn}
+    dtype = ds["dtype"]
+    if method == "full" and training and dtype == torch.float16:
+        dtype = torch.float32  # fp16 mixed precision: fp32 master weights, fp16 compute (autocast)
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn}
     if method == "qlora":
-        if ds["device"] == "cpu":
-            raise RuntimeError("method='qlora' needs a CUDA GPU (bitsandbytes 4-bit); use method='lora' on CPU")
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if ds["dtype"] == torch.bfloat16 else torch.float16)
-        kwargs["device_map"] = {"": 0}
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ImportError("method='qlora' needs bitsandbytes (`pip install 'bitsandbytes>=0.50'`, "
+                              "in the project's dev extras); or use method='lora'")
+        kwargs["quantization_config"] = qlora_config(ds)
+        kwargs["device_map"] = ds["qlora_device_map"]
     elif method not in ("lora", "full"):
         raise ValueError(f"unknown method {method!r}: lora | qlora | full")
     model = AutoModelForCausalLM.from_pretrained(resolve(name), **kwargs)

@@ -2,8 +2,21 @@
 
 Methods (profile key ``method``)
     ``lora`` (the CPU default: LoRA adapters on q, k, v, o, gate, up, down), ``qlora`` (the
-    paper profile: the base in 4-bit NF4 with double quantisation, CUDA only, paged 8-bit
-    AdamW as in the original), ``full`` (every weight trained).
+    paper profile: the base in 4-bit NF4 with double quantisation, paged 8-bit AdamW as in the
+    original; on a CUDA GPU, or on the CPU with bitsandbytes' CPU kernels, where the paged
+    optimiser falls back to an ordinary 8-bit one), ``full`` (every weight trained).
+
+Precision (:func:`helpers.models.device_settings`, :func:`precision_args`)
+    bf16 mixed precision on GPUs that compute in bf16 natively (compute capability >= 8.0),
+    fp16 mixed precision with dynamic loss scaling on older ones (T4, V100): fp16 base
+    weights, fp32 LoRA weights (the ones the optimiser updates and the loss scaler
+    unscales). QLoRA's 4-bit compute dtype follows the same rule. The choice is recorded in
+    the run's ``config.json`` (``precision``) and ``metrics.json``.
+
+Progress
+    Every run prints its progress (:mod:`helpers.progress`): a line when it starts, then
+    about every 30 s or tenth of its steps, and at its end, each with the step, the training
+    loss, tokens per second, elapsed time and ETA; in a notebook a widget bar as well.
 
 Loss mask (``loss_mask``)
     ``full`` is the original's choice: every token of the templated conversation (system,
@@ -313,11 +326,44 @@ def load_for_training(cfg: Mapping[str, Any], model_name: str, init_adapter: str
                 model = get_peft_model(model, LoraConfig(
                     r=int(cfg["lora_r"]), lora_alpha=int(cfg["lora_alpha"]),
                     lora_dropout=float(cfg["lora_dropout"]), target_modules=targets, bias="none",
-                    task_type="CAUSAL_LM"))
+                    task_type="CAUSAL_LM"), autocast_adapter_dtype=True)  # fp32 adapters on a bf16/fp16 base
     if method != "full" and ds["device"] == "cpu":
         use_fast_dropout(model)
+    if precision_args(ds).get("fp16"):
+        _check_fp32_trainable(model)
     model.config.use_cache = False  # activation checkpointing is switched on by the trainer
     return model, tok
+
+
+def precision_args(ds: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The Trainer's mixed-precision arguments for a device (:func:`helpers.models.device_settings`).
+
+    CPU: ``use_cpu`` and bf16 autocast where the CPU has native bf16. GPU with native bf16
+    (capability >= 8.0): ``bf16``. Older GPUs (T4, V100): ``fp16``, i.e. fp16 autocast with
+    a dynamic loss scaler (accelerate's GradScaler); the scaler needs fp32 trainable
+    weights, which LoRA / QLoRA adapters are (peft keeps adapters in fp32 on a half-precision
+    base; QLoRA's preparation casts the remaining weights to fp32) and which
+    :func:`helpers.models.load_model` gives full fine-tuning (fp32 master weights)."""
+    import torch
+
+    from . import models
+
+    ds = models.device_settings() if ds is None else ds
+    if ds["device"] == "cpu":
+        return {"use_cpu": True, "bf16": ds["autocast_dtype"] is not None, "fp16": False}
+    if ds["dtype"] == torch.bfloat16:
+        return {"bf16": True, "fp16": False}
+    return {"bf16": False, "fp16": True}
+
+
+def _check_fp32_trainable(model) -> None:
+    """fp16 loss scaling unscales fp32 gradients only: fail early, not at the first step."""
+    import torch
+
+    bad = [n for n, p in model.named_parameters() if p.requires_grad and p.dtype != torch.float32]
+    if bad:
+        raise RuntimeError(f"fp16 mixed precision needs fp32 trainable weights; {len(bad)} are not "
+                           f"(e.g. {bad[0]}, {dict(model.named_parameters())[bad[0]].dtype})")
 
 
 @functools.lru_cache(maxsize=None)
@@ -478,7 +524,8 @@ def build_trainer(cfg: Mapping[str, Any], model, tok, train_dataset, run_dir: st
                   seed: int = 0, collator=None, trainer_cls=None, lr: float | None = None,
                   max_steps: int | None = None, loss_fn: Callable | None = None,
                   loss_is_scaled_for_ga: bool | None = None, lengths: Sequence[int] | None = None,
-                  callbacks: Iterable[Any] = (), progress: bool = True, **args_overrides):
+                  callbacks: Iterable[Any] = (), progress: bool = True, desc: str = "train",
+                  **args_overrides):
     """A Trainer for ``model`` on ``train_dataset`` (a list of feature dicts or a map-style
     dataset) with the profile's hyper-parameters, writing checkpoints to
     ``run_dir/checkpoints``.
@@ -489,11 +536,15 @@ def build_trainer(cfg: Mapping[str, Any], model, tok, train_dataset, run_dir: st
     (``loss_is_scaled_for_ga``: whether it is already normalised over the accumulated batch;
     default False: the trainer divides by ``grad_accum``); ``trainer_cls`` must subclass
     :func:`trainer_class` (to keep the sampler and the loss hook) or ``transformers.Trainer``;
-    ``lr`` / ``max_steps`` override the profile's (KRSL's second step).
+    ``lr`` / ``max_steps`` override the profile's (KRSL's second step). ``progress``: report
+    the run's steps (:func:`helpers.progress.trainer_callback`, lines headed ``desc``) in
+    place of the Trainer's own bar and per-step log printing, which are always off.
+    Mixed precision: :func:`precision_args`.
     """
     from transformers import TrainingArguments
 
     from . import models
+    from .progress import trainer_callback
 
     set_threads(sum(p.numel() for p in model.parameters()))
     if not isinstance(train_dataset, ListDataset) and isinstance(train_dataset, list):
@@ -522,7 +573,7 @@ def build_trainer(cfg: Mapping[str, Any], model, tok, train_dataset, run_dir: st
         logging_steps=1, logging_first_step=True,
         save_strategy="steps", save_steps=save_steps, save_total_limit=2,
         seed=int(seed), data_seed=int(seed),
-        report_to="none", disable_tqdm=not progress,
+        report_to="none", disable_tqdm=True,
         remove_unused_columns=False, dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
         optim="paged_adamw_8bit" if method == "qlora" else "adamw_torch",
@@ -530,14 +581,7 @@ def build_trainer(cfg: Mapping[str, Any], model, tok, train_dataset, run_dir: st
     if bool(cfg.get("gradient_checkpointing")) and not on_cpu:  # never on CPU: it only costs time there
         kw["activation_checkpointing"] = True
         kw["activation_checkpointing_kwargs"] = {"use_reentrant": False}
-    if on_cpu:
-        kw["use_cpu"] = True
-        kw["bf16"] = ds["autocast_dtype"] is not None
-    else:
-        import torch
-
-        kw["bf16"] = ds["dtype"] == torch.bfloat16
-        kw["fp16"] = ds["dtype"] == torch.float16 and method != "qlora"
+    kw.update(precision_args(ds))
     kw.update(args_overrides)
     args = TrainingArguments(**kw)
     cls = trainer_cls or trainer_class()
@@ -548,13 +592,12 @@ def build_trainer(cfg: Mapping[str, Any], model, tok, train_dataset, run_dir: st
         raise ValueError("loss_fn needs a trainer_cls derived from sft.trainer_class()")
     trainer = cls(model=model, args=args, train_dataset=train_dataset, processing_class=tok,
                   data_collator=collator or PaddingCollator(tok.pad_token_id, None if on_cpu else 8),
-                  callbacks=list(callbacks), **extra)
+                  callbacks=list(callbacks) + ([trainer_callback(desc)] if progress else []), **extra)
     if loss_fn is not None:
         trainer.loss_is_scaled_for_ga = bool(loss_is_scaled_for_ga)
-    if not progress:  # no per-step log lines either
-        from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import PrinterCallback
 
-        trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(PrinterCallback)  # a dict per logged step: the progress lines replace it
     return trainer
 
 
@@ -643,10 +686,12 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
     ds = models.device_settings()
     run_info = {"dataset": dataset, "model": model_name, "family": family, "condition": condition,
                 "seed": int(seed), "method": cfg["method"], "out": out_name, "run_hash": run_hash}
-    config.write_json(rd / "config.json", {**dict(cfg), "run": run_info,
+    precision = models.precision_record(ds)
+    config.write_json(rd / "config.json", {**dict(cfg), "run": run_info, "precision": precision,
                                            "environment": config.environment_info()})
     trainer = build_trainer(cfg, model, tok, examples, rd, seed=seed, progress=progress,
                             warmup_steps=traces.warmup_for_run(cfg, dataset, condition),
+                            desc=f"sft {dataset}/{model_name}/{condition}/seed{seed}",
                             loss_fn=target_positions_loss,
                             callbacks=[_StopAfter(stop_after)] if stop_after else [])
     # the Trainer counts labelled tokens over the accumulated batch exactly when the model
@@ -670,6 +715,7 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
     metrics = {
         **run_info,
         "device": ds["device"], "autocast": str(ds["autocast_dtype"]) if ds["device"] == "cpu" else str(ds["dtype"]),
+        "precision": precision["precision"], "gpu": precision["gpu"],
         "torch_threads": torch.get_num_threads(),
         "train_loss_first": losses[0][1] if losses else None,
         "train_loss_last": losses[-1][1] if losses else None,
@@ -750,15 +796,22 @@ def run_grid(cfg: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
             for c in cfg["conditions"] if c not in DERIVED_CONDITIONS for s in cfg["seeds"]]
 
 
-def train_all(cfg: Mapping[str, Any], *, progress: bool = True, inner_progress: bool = False):
-    """Train (or skip when fresh) every run of :func:`run_grid`; returns their metrics table."""
-    from tqdm.auto import tqdm
+def train_all(cfg: Mapping[str, Any], *, progress: bool = True, inner_progress: bool = True):
+    """Train (or skip when fresh) every run of :func:`run_grid`; returns their metrics table.
+    ``progress``: a line (and a notebook bar) per finished run, with the ETA of the rest;
+    ``inner_progress``: each run's steps (:mod:`helpers.progress`)."""
+    from .progress import Progress, mtime
 
     grid = run_grid(cfg)
-    bar = tqdm(grid, desc="SFT runs", disable=not progress)
-    for d, m, c, s in bar:
-        bar.set_postfix_str(f"{d}/{m}/{c}/seed{s}")
+    bar = Progress(len(grid), "SFT runs", unit="run", rate_label="", enabled=progress,
+                   interval_s=0, min_gap_s=0)
+    for k, (d, m, c, s) in enumerate(grid, 1):
+        stamp = paths.run_dir(cfg["profile"], d, m, c, s) / config.STAMP
+        before = mtime(stamp)
         train_run(cfg, d, m, c, s, progress=inner_progress)
+        fresh = before is not None and mtime(stamp) == before
+        (bar.skip if fresh else bar.update)(k, last=f"{d}/{m}/{c}/seed{s}" + (" (fresh: skipped)" if fresh else ""))
+    bar.close()
     return collect_metrics(cfg)
 
 
@@ -804,10 +857,12 @@ def hyperparameters(cfg: Mapping[str, Any]):
     ds = models.device_settings()
     rows = [(k, cfg.get(k)) for k in HPARAM_KEYS]
     rows += [("lora targets", ", ".join(LORA_TARGETS) if cfg.get("method") != "full" else "-"),
-             ("optimizer", "paged AdamW 8-bit" if cfg.get("method") == "qlora" else "AdamW"),
-             ("device", ds["device"]),
-             ("precision", f"fp32 weights, autocast {ds['autocast_dtype']}" if ds["device"] == "cpu"
-              else f"{ds['dtype']}"),
+             ("optimizer", ("paged AdamW 8-bit" + (" (not paged on CPU)" if ds["device"] == "cpu" else ""))
+              if cfg.get("method") == "qlora" else "AdamW"),
+             ("device", ds["device"] if ds["gpu"] is None else f"{ds['device']} ({ds['gpu']}, capability {ds['capability']})"),
+             ("precision", ds["precision"]),
+             ("QLoRA compute dtype", str(ds["qlora_compute_dtype"]).replace("torch.", "")
+              if cfg.get("method") == "qlora" else "-"),
              ("gradient checkpointing used", bool(cfg.get("gradient_checkpointing")) and ds["device"] != "cpu"),
              ("batching", "dynamic padding, seeded length-grouped batches"),
              ("checkpoints", f"every ceil(steps/{CHECKPOINTS_PER_RUN}) steps, last 2 kept")]
