@@ -160,6 +160,38 @@ def reusable_torch(info: dict | None, spec: str) -> bool:
     return bool(info and info.get("cuda") and in_range(info["version"], spec))
 
 
+def reachable(url: str, timeout: float = 10.0) -> bool:
+    """Does a package index answer (through HTTPS_PROXY where set)?"""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/", timeout=timeout):
+            return True
+    except Exception:
+        return False
+
+
+def usable_spec(spec: str, probe=reachable) -> list[str]:
+    """TORCH_SPEC's words, less an --extra-index-url that does not answer (pip would retry it
+    for every package); an --index-url that does not answer is an error."""
+    words, out, i = shlex.split(spec), [], 0
+    while i < len(words):
+        w = words[i]
+        opt, _, val = w.partition("=")
+        if opt in ("--extra-index-url", "--index-url"):
+            url = val or (words[i + 1] if i + 1 < len(words) else "")
+            i += 1 if val else 2
+            if probe(url):
+                out += [opt, url]
+            elif opt == "--extra-index-url":
+                log(f"{url} does not answer: torch from the other indexes instead")
+            else:
+                raise SystemExit(f"[make env] the torch index {url} does not answer")
+            continue
+        out.append(w)
+        i += 1
+    return out
+
+
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, **kw)
 
@@ -175,11 +207,11 @@ def has_pip(python: Path) -> bool:
     return _run([str(python), "-m", "pip", "--version"], capture_output=True).returncode == 0
 
 
-def create_venv(base: str, venv: Path, system_site: bool, run=_run) -> str:
+def create_venv(base: str, venv: Path, system_site: bool, run=_run, pip_ok=has_pip) -> str:
     """Create `venv` with `base`; returns 'venv' or 'virtualenv' (the way that worked)."""
     flags = ["--system-site-packages"] if system_site else []
     r = run([base, "-m", "venv", *flags, str(venv)], capture_output=True, text=True)
-    if r.returncode == 0 and has_pip(venv / "bin" / "python"):
+    if r.returncode == 0 and pip_ok(venv / "bin" / "python"):
         return "venv"
     reason = (r.stderr or r.stdout or "").strip().splitlines()[-1:] or ["no pip in the new venv"]
     log(f"`{base} -m venv` failed ({reason[0][:200]}); falling back to virtualenv, "
@@ -200,7 +232,7 @@ def create_venv(base: str, venv: Path, system_site: bool, run=_run) -> str:
                     "PYTHON=<another python3.11-3.13>.")
             env["PYTHONPATH"] = tmp + os.pathsep + env.get("PYTHONPATH", "")
         r = run([base, "-m", "virtualenv", "--quiet", *flags, str(venv)], env=env)
-        if r.returncode != 0 or not has_pip(venv / "bin" / "python"):
+        if r.returncode != 0 or not pip_ok(venv / "bin" / "python"):
             raise SystemExit(f"[make env] virtualenv could not create {venv} with {base}")
     finally:
         if tmp:
@@ -254,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         info = probe_torch(str(py))
         log(f"torch {info['version']} reused (CUDA {info['cuda']})")
     else:
-        _check([str(py), "-m", "pip", "install", "--quiet", *shlex.split(args.torch_spec)])
+        _check([str(py), "-m", "pip", "install", "--quiet", *usable_spec(args.torch_spec)])
         info = probe_torch(str(py))
         log(f"torch {info['version']} (CUDA {info['cuda'] or 'none: the CPU build'})")
     # torch is in place; its own requirements win over the lock where they disagree.
