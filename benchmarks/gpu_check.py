@@ -431,13 +431,7 @@ def check_bench(paper: Mapping[str, Any], sz: Mapping[str, Any], work: Path, tin
 
 # ------------------------------------------------------------------------------------ report
 def _f(x: Any) -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, float):
-        return f"{x:,.2f}"
-    return f"{x:,}" if isinstance(x, int) else str(x)
+    return bench._fmt(x)  # one number format for the bench and the check
 
 
 def table(rep: Mapping[str, Any]) -> str:
