@@ -54,7 +54,7 @@ def test_cpu_smoke_runs_every_stage_and_records_it(smoke, gc_mod):
     rep, saved = smoke
     assert rep["failed"] == [], {k: v.get("error", "")[-1500:] for k, v in rep["checks"].items()}
     assert list(saved["checks"]) == ["student", "shape:llama-3.2-1b", "shape:qwen3-1.7b", "bench_gpu"]
-    assert saved["mode"] == "cpu-smoke" and saved["config"]["method"] == "lora"
+    assert saved["mode"] == "cpu-smoke" and saved["config"]["method"] == "qlora"
     assert saved["environment"]["versions"]["transformers"] and saved["table"] == rep["table"]
     sz = gc_mod.SIZES["cpu-smoke"]
     for key in ("student", "shape:llama-3.2-1b", "shape:qwen3-1.7b"):
