@@ -22,7 +22,7 @@ on one H100-class GPU, without the network.
 Writes ``results/gpu_check.json`` (config, versions, git commit, every figure) and prints a short
 Markdown table. Without CUDA it says so, writes a JSON saying so and exits 0. ``--cpu-smoke`` runs
 the same code paths on the CPU with tiny shapes in seconds (the tiny smoke model instead of
-SmolLM2; ``--method lora`` unless bitsandbytes' CPU kernels serve ``qlora``): the unit tests use it.
+SmolLM2; QLoRA through bitsandbytes' CPU kernels, as on a GPU): the unit tests use it.
 
     python benchmarks/gpu_check.py [--cpu-smoke] [--method qlora|lora] [--out results/gpu_check.json]
 """
