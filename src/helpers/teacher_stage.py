@@ -275,8 +275,8 @@ def accuracy_on_teacher_set(items: pd.DataFrame) -> pd.DataFrame:
     g["original EM %"] = [ORIGINAL_STUDENT_EM.get(c, {}).get(cat) if ds == "cotempqa" else None
                           for ds, c, cat in zip(g["dataset"], g["condition"], g["category"])]
     order = {c: k for k, c in enumerate(traces.TEACHER_FAMILY)}
-    g = g.sort_values(["dataset", "model", "condition", "category"],
-                      key=lambda s: s.map(order) if s.name == "condition" else s).reset_index(drop=True)
+    g = (g.assign(_c=g["condition"].map(order), _all=g["category"] == "all")  # "all" last
+         .sort_values(["dataset", "model", "_c", "_all", "category"]).reset_index(drop=True))
     return g[cols]
 
 
