@@ -226,3 +226,26 @@ def test_evaluation_uses_each_conditions_test_file(study):
     assert items["id"].tolist() == [p["id"] for p in teach]
     assert (items["test_set"] == "teacher").all() and items["answer_em"].all()
     assert (items["parse_status"] == "ok").all() and not items["trace_scored"].any()
+
+
+def test_a_stage_with_transport_failures_is_run_again(study, monkeypatch):
+    """A 429 after every retry is not final: the stage is not stamped fresh, and the next
+    run retries (here: the same failure once, then the call succeeds)."""
+    cfg = dict(study, datasets=["babi"])
+    real = TC.run_teacher
+    calls = []
+
+    def flaky(problems, dataset, backend, cache=None, **kw):
+        rows, st = real(problems, dataset, backend, cache, **kw)
+        calls.append(len(calls))
+        if len(calls) == 1:
+            rows.loc[0, "status"] = "rate_limited"
+            st.status = TC.Counter(rows["status"])
+        return rows, st
+
+    monkeypatch.setattr(TC, "run_teacher", flaky)
+    first = TS.prepare_teacher(cfg)["babi"]["summary"]
+    assert first["transport_failures"] == 1 and first["teacher_run"]["status"]["rate_limited"] == 1
+    second = TS.prepare_teacher(cfg)["babi"]
+    assert not second["skipped"] and second["summary"]["transport_failures"] == 0
+    assert TS.prepare_teacher(cfg)["babi"]["skipped"] and len(calls) == 2

@@ -23,7 +23,8 @@ For every dataset it reads the problems of 01 (with 02's relevant-fact rule,
 The training problems of every teacher-family condition are the teacher set's training split
 less the problems whose summary or post-hoc explanation failed (when those conditions are
 trained), so the conditions differ only in the think text. Dropped problems are counted per
-failure class in the stamp.
+failure class in the stamp. A stage with transport failures (not cached) is never skipped as
+fresh: running it again retries exactly those calls and answers the rest from the cache.
 """
 from __future__ import annotations
 
@@ -134,7 +135,8 @@ def prepare_teacher(cfg: Mapping[str, Any], force: bool = False, *, progress: bo
         files = [d / "teacher.parquet", d / "teacher_set.parquet",
                  traces.teacher_test_path(cfg["profile"], ds),
                  *(traces.train_path(cfg["profile"], ds, c) for c in conds)]
-        if not force and config.is_fresh(d, cfg, STAGE_KEYS) and all(p.exists() for p in files):
+        if (not force and config.is_fresh(d, cfg, STAGE_KEYS) and all(p.exists() for p in files)
+                and not config.read_json(d / config.STAMP)["summary"].get("transport_failures")):
             out[ds] = {"dir": d, "skipped": True, "summary": config.read_json(d / config.STAMP)["summary"]}
             continue
         d.mkdir(parents=True, exist_ok=True)
@@ -210,6 +212,10 @@ def prepare_teacher(cfg: Mapping[str, Any], force: bool = False, *, progress: bo
         summ["trace_sets"] = csumm
         # 5. the teacher set's test prompts
         _write(traces.build_test(test, ds, rendering), traces.teacher_test_path(cfg["profile"], ds))
+        # calls that failed in transport (429 after every retry, timeouts, ...) were not cached:
+        # a stage with any is never "fresh", so running it again retries exactly those
+        summ["transport_failures"] = sum(int(n) for k in ("teacher_run", "summary_run", "posthoc_run") if k in summ
+                                         for st, n in summ[k]["status"].items() if st in TC.TRANSPORT_FAILURES)
         cites = TC.fact_citation(tset)
         summ["citation"] = TC.citation_summary(cites).to_dict("records")
         config.write_stamp(d, cfg, STAGE_KEYS, summary=summ)
