@@ -17,6 +17,8 @@ scoring    answer and trace scoring (strict and compat)
 rescore    `python -m helpers.rescore`: score published prediction files
 stats      2x2 tables, chi-square, Fisher, phi, CMH, McNemar, Cochran's Q
 figures    every figure, one function and one fixed file name each
+teacher    reasoning-teacher backends (API, local, file), call cache, derived sets
+teacher_stage  the teacher section of 03_traces and the teacher analysis of 06
 """
 
 __version__ = "0.1.0"

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from . import config, paths
+from . import config, paths, traces
 from .generate import generate_predictions, prompt_hash, read_predictions
 
 UNTRAINED = "untrained"
@@ -27,18 +27,21 @@ def runs(cfg: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
         for m in cfg["models"]:
             if cfg.get("eval_untrained", True):
                 out.append((ds, m, UNTRAINED, int(cfg["seeds"][0])))
-            for cond in cfg["conditions"]:
+            for cond in traces.all_conditions(cfg):
                 for s in cfg["seeds"]:
                     out.append((ds, m, cond, int(s)))
     return out
 
 
-def test_prompts(cfg: Mapping[str, Any], dataset: str, model_name: str, tok) -> list[dict[str, str]]:
-    """The test split rendered as generation prompts for ``model_name`` (system + user,
-    with the generation prompt), in the same template the student was trained with."""
-    from . import chat, models, traces
+def test_prompts(cfg: Mapping[str, Any], dataset: str, model_name: str, tok,
+                 condition: str = UNTRAINED) -> list[dict[str, str]]:
+    """The test split of ``condition`` (:func:`helpers.traces.test_path_for`: the teacher
+    family answers the teacher set's test split) rendered as generation prompts for
+    ``model_name`` (system + user, with the generation prompt), in the same template the
+    student was trained with."""
+    from . import chat, models
 
-    test = pd.read_parquet(traces.test_path(cfg["profile"], dataset))
+    test = pd.read_parquet(traces.test_path_for(cfg, dataset, condition))
     family = models.model_family(model_name)
     return [{"id": r["id"], "prompt": chat.render_prompt(tok, traces.messages(r, model_name, with_assistant=False), family)}
             for r in test.to_dict("records")]
@@ -53,12 +56,12 @@ def _complete(path, items, max_new_tokens) -> bool:
 def evaluate_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: str, seed: int,
                  *, progress: bool = True) -> pd.DataFrame:
     """Generate (or resume) and score one run; returns its items (docs/architecture.md)."""
-    from . import models, scoring, sft, traces
+    from . import models, scoring, sft
 
     run = paths.run_dir(cfg["profile"], dataset, model_name, condition, seed)
     out = run / "predictions.jsonl"
     tok = models.load_tokenizer(model_name)
-    items = test_prompts(cfg, dataset, model_name, tok)
+    items = test_prompts(cfg, dataset, model_name, tok, condition)
     if not _complete(out, items, cfg["max_new_tokens"]):
         if condition == UNTRAINED:  # the base model, prompted exactly like the trained runs
             run.mkdir(parents=True, exist_ok=True)
@@ -77,7 +80,7 @@ def evaluate_run(cfg: Mapping[str, Any], dataset: str, model_name: str, conditio
     preds = pd.DataFrame(read_predictions(out).values())
     preds = preds[preds["id"].isin({it["id"] for it in items})]
     # gold rows as the traces stage saw them (its decomposition rule picked `relevant`)
-    gold = (pd.read_parquet(traces.test_path(cfg["profile"], dataset))
+    gold = (pd.read_parquet(traces.test_path_for(cfg, dataset, condition))
             .rename(columns={"gold_label": "category", "gold_relevant": "relevant"}))
     # the compat join scans the test rows in the original's order (scoring.original_order)
     from . import data
@@ -86,6 +89,7 @@ def evaluate_run(cfg: Mapping[str, Any], dataset: str, model_name: str, conditio
                                       seed=int(cfg.get("data_seed", 42)))
     scored = scoring.score_items(preds[["id", "prediction"]], gold, dataset=dataset,
                                  condition=condition, join_order=order)
+    scored["test_set"] = traces.test_set_of(condition)  # full | teacher (the teacher set's test split)
     scored.insert(0, "seed", seed)
     scored.insert(0, "condition", condition)
     scored.insert(0, "model", model_name)

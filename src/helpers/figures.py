@@ -45,7 +45,11 @@ _CB = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe
        "#949494", "#ece133", "#56b4e9"]  # seaborn "colorblind"
 CONDITION_COLORS = {"untrained": "#b0b0b0", "vanilla": _CB[0], "correct": _CB[2],
                     "incorrect": _CB[3], "krsl": _CB[4], "incorrect_class": _CB[1],
-                    "incorrect_ir": _CB[5], "shuffled": _CB[9]}
+                    "incorrect_ir": _CB[5], "shuffled": _CB[9],
+                    # the reasoning-teacher family (teacher set): warm hues, tset_* as their full-set twins
+                    "teacher": _CB[6], "teacher_summary": _CB[8], "teacher_posthoc": _CB[7],
+                    "teacher_swapped": "#8c564b", "tset_vanilla": "#6baed6", "tset_correct": "#74c476",
+                    "tset_incorrect": "#fd8d3c"}
 STEP_COLUMNS = [("answer_em", "answer"), ("cls_correct", "classification"),
                 ("ir_exact", "IR"), ("trace_correct", "trace")]
 

@@ -66,18 +66,25 @@ from .templates import (ANSWER_CLOSE, ANSWER_OPEN, CLASSIFICATION, DATASETS, RET
                         THINK_CLOSE, THINK_OPEN, render_answer)
 
 # Conditions whose training target contains a trace (the analysis filters on this).
+# The reasoning-teacher conditions (issue 17) train a free-prose think text (the teacher's trace,
+# its summary, a post-hoc explanation, another problem's trace): they have a trace target, but
+# the think text has no classification or retrieval step to check, so only their answers are
+# scored (``trace_scored`` False, steps not scored, the step failure classes not counted).
+ANSWER_ONLY_CONDITIONS = frozenset({"teacher", "teacher_summary", "teacher_posthoc", "teacher_swapped"})
 TRACE_CONDITIONS = frozenset({"correct", "incorrect", "krsl", "incorrect_class", "incorrect_ir",
-                              "shuffled"})
+                              "shuffled", "tset_correct", "tset_incorrect"}) | ANSWER_ONLY_CONDITIONS
 
 # items.parquet columns produced here; the caller adds dataset, model, condition, seed in front.
 ITEM_COLUMNS = [
     "id", "category", "prediction", "parse_status", "answer_pred", "answer_em", "answer_f1",
     "rouge_l", "has_trace_target", "cls_pred", "cls_correct", "ir_pred", "ir_precision",
     "ir_recall", "ir_exact", "trace_correct", "compat_evaluated", "cls_correct_compat",
-    "ir_correct_compat", "trace_correct_compat",
+    "ir_correct_compat", "trace_correct_compat", "trace_scored",
 ]
 RUN_COLUMNS = ["dataset", "model", "condition", "seed"]
 ALL_ITEM_COLUMNS = RUN_COLUMNS + ITEM_COLUMNS
+# Added by helpers.evaluate: which test file the run answered (``full`` | ``teacher``).
+OPTIONAL_ITEM_COLUMNS = ["test_set"]
 
 STATUS_OK = "ok"
 # Every failure class, in the order they are joined in ``parse_status``.
@@ -85,6 +92,12 @@ FAILURE_CLASSES = ("empty", "no_tags", "no_think", "unclosed_think", "no_answer_
                    "no_facts", "facts_unparsed")
 # Failure classes that leave no trace to score (classification / IR / trace all False).
 NO_TRACE = frozenset({"empty", "no_tags", "no_think", "unclosed_think"})
+# Failure classes of the trace's steps (not failures for ANSWER_ONLY_CONDITIONS: their think
+# text is free prose).
+STEP_FAILURES = frozenset({"no_cls", "no_facts", "facts_unparsed"})
+# The step columns of an answer-only condition: not scored.
+_NOT_SCORED = {"cls_pred": None, "cls_correct": False, "ir_pred": [], "ir_precision": float("nan"),
+               "ir_recall": float("nan"), "ir_exact": False, "trace_correct": False}
 
 ANSWER_RULES = ("strict", "compat")
 # "answer" is the former name of "original" (kept so old calls keep working)
@@ -885,6 +898,7 @@ def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condit
         return None if hit is None else {"category": hit.category, "context": hit.context}
 
     has_target = condition in TRACE_CONDITIONS
+    answer_only = condition in ANSWER_ONLY_CONDITIONS
     out = []
     for pid, text in zip(pred_ids, preds["prediction"].tolist()):
         row = rows[pos[pid]]
@@ -892,14 +906,22 @@ def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condit
         parsed = parse_output(text, dataset, answer_rule=answer_rule)
         ans = answer_scores(parsed.answer, row, dataset, decode_literal=answer_rule == "strict",
                             cotemp_rule=cotemp_rule, original_em_rule=answer_rule == "compat")
-        strict = strict_trace(parsed, row)
-        # the original joined only the outputs it evaluated (its `continue` came first)
-        jrow = joined(row) if compat_trace_text(text) is not None else None
-        compat = compat_trace(text, jrow, dataset) if jrow is not None else dict(_UNEVALUATED)
+        status = parsed.status
+        if answer_only:
+            # free-prose think text: only the shape (think block, answer tag) can fail
+            issues = [i for i in parsed.issues if i not in STEP_FAILURES]
+            status = "+".join(issues) if issues else STATUS_OK
+            strict, compat = dict(_NOT_SCORED), dict(_UNEVALUATED)
+        else:
+            strict = strict_trace(parsed, row)
+            # the original joined only the outputs it evaluated (its `continue` came first)
+            jrow = joined(row) if compat_trace_text(text) is not None else None
+            compat = compat_trace(text, jrow, dataset) if jrow is not None else dict(_UNEVALUATED)
         out.append({"id": pid, "category": str(row["category"]), "prediction": text,
-                    "parse_status": parsed.status, "answer_pred": parsed.answer,
+                    "parse_status": status, "answer_pred": parsed.answer,
                     "answer_em": ans["em"], "answer_f1": ans["f1"], "rouge_l": ans["rouge_l"],
-                    "has_trace_target": has_target, **strict, **compat})
+                    "has_trace_target": has_target, **strict, **compat,
+                    "trace_scored": has_target and not answer_only})
     result = _typed(pd.DataFrame(out, columns=ITEM_COLUMNS))
     counts = {"joined": 0, "other_row": 0, "carried_over": 0, "no_row": 0}
     for j in joins.values():
@@ -915,7 +937,7 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("id", "category", "prediction", "parse_status", "answer_pred"):
         df[col] = df[col].astype(str)
     for col in ("answer_em", "has_trace_target", "cls_correct", "ir_exact", "trace_correct",
-                "compat_evaluated"):
+                "compat_evaluated", "trace_scored"):
         df[col] = df[col].astype(bool)
     for col in ("answer_f1", "rouge_l", "ir_precision", "ir_recall"):
         df[col] = df[col].astype(float)
@@ -932,11 +954,11 @@ def update_items_file(path: str | Path, items: pd.DataFrame) -> pd.DataFrame:
     """Merge the items of some runs into ``results/<profile>/items.parquet``: rows of the same
     runs (dataset, model, condition, seed) are replaced, others kept. Returns the merged frame."""
     missing = [c for c in ALL_ITEM_COLUMNS if c not in items.columns]
-    extra = [c for c in items.columns if c not in ALL_ITEM_COLUMNS]
+    extra = [c for c in items.columns if c not in ALL_ITEM_COLUMNS + OPTIONAL_ITEM_COLUMNS]
     if missing or extra:
         raise ValueError(f"items columns differ from docs/architecture.md: missing {missing}, "
                          f"unexpected {extra}")
-    items = items[ALL_ITEM_COLUMNS]
+    items = items[ALL_ITEM_COLUMNS + [c for c in OPTIONAL_ITEM_COLUMNS if c in items.columns]]
     path = Path(path)
     if path.exists():
         old = pd.read_parquet(path)

@@ -72,13 +72,19 @@ HPARAM_KEYS = ["method", "loss_mask", "max_length", "epochs", "max_steps", "batc
                "gradient_checkpointing"]
 
 
-def run_keys() -> list[str]:
-    """The config keys a run's stamp covers: its data, its trace set, its hyper-parameters.
-    (Which models / seeds / conditions are listed is not one of them: adding a condition does
-    not retrain the others.)"""
-    from .traces import TRACE_KEYS
+def run_keys(condition: str | None = None) -> list[str]:
+    """The config keys a run's stamp covers: its data, its trace set, its hyper-parameters,
+    and for a teacher-family ``condition`` the teacher's settings
+    (:data:`helpers.teacher_stage.TEACHER_KEYS`). (Which models / seeds / conditions are
+    listed is not one of them: adding a condition does not retrain the others.)"""
+    from .traces import TEACHER_FAMILY, TRACE_KEYS
 
-    return [k for k in TRACE_KEYS if k != "conditions"] + HPARAM_KEYS
+    keys = [k for k in TRACE_KEYS if k != "conditions"] + HPARAM_KEYS
+    if condition in TEACHER_FAMILY:
+        from .teacher_stage import TEACHER_KEYS
+
+        keys += TEACHER_KEYS
+    return keys
 
 
 # --------------------------------------------------------------------------------------
@@ -655,12 +661,13 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
 
     if condition in traces.DERIVED_CONDITIONS:
         raise ValueError(f"{condition!r} is trained by helpers.krsl.train_krsl_run, not sft.train_run")
-    if condition not in traces.CONDITIONS:
-        raise ValueError(f"unknown condition {condition!r}; expected one of {traces.CONDITIONS}")
+    if condition not in traces.CONDITIONS + traces.TEACHER_FAMILY:
+        raise ValueError(f"unknown condition {condition!r}; expected one of "
+                         f"{traces.CONDITIONS + traces.TEACHER_FAMILY}")
     if cfg.get("loss_mask") not in LOSS_MASKS:
         raise ValueError(f"loss_mask must be one of {LOSS_MASKS}, not {cfg.get('loss_mask')!r}")
     rd = paths.run_dir(cfg["profile"], dataset, model_name, condition, seed)
-    keys = run_keys()
+    keys = run_keys(condition)
     out_name = "model" if cfg["method"] == "full" else "adapter"
     if not force and config.is_fresh(rd, cfg, keys) and (rd / out_name).exists():
         return rd
@@ -674,9 +681,14 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
     try:
         frame = traces.load_condition(cfg["profile"], dataset, condition)
     except FileNotFoundError:
-        if condition not in traces.trained_conditions(cfg):
+        if condition in traces.teacher_conditions(cfg):
+            from . import teacher_stage
+
+            teacher_stage.prepare_teacher(cfg)  # 03_traces' teacher section
+        elif condition in traces.trained_conditions(cfg):
+            traces.prepare_traces(cfg)
+        else:
             raise
-        traces.prepare_traces(cfg)
         frame = traces.load_condition(cfg["profile"], dataset, condition)
 
     config.seed_everything(seed)
@@ -790,10 +802,10 @@ def load_trained(run_dir: str | Path, device: str | None = None, model_name: str
 def run_grid(cfg: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
     """Every (dataset, model, condition, seed) of the profile that this module trains
     (``krsl`` excluded: helpers.krsl)."""
-    from .traces import DERIVED_CONDITIONS
+    from .traces import DERIVED_CONDITIONS, all_conditions
 
     return [(d, m, c, int(s)) for d in cfg["datasets"] for m in cfg["models"]
-            for c in cfg["conditions"] if c not in DERIVED_CONDITIONS for s in cfg["seeds"]]
+            for c in all_conditions(cfg) if c not in DERIVED_CONDITIONS for s in cfg["seeds"]]
 
 
 def train_all(cfg: Mapping[str, Any], *, progress: bool = True, inner_progress: bool = True):
@@ -816,9 +828,11 @@ def train_all(cfg: Mapping[str, Any], *, progress: bool = True, inner_progress: 
 
 
 def _run_dirs(cfg: Mapping[str, Any]) -> Iterable[tuple[str, str, str, int, Path]]:
+    from .traces import all_conditions
+
     for d in cfg["datasets"]:
         for m in cfg["models"]:
-            for c in cfg["conditions"]:
+            for c in all_conditions(cfg):
                 for s in cfg["seeds"]:
                     rd = paths.run_dir(cfg["profile"], d, m, c, int(s))
                     if (rd / "metrics.json").exists() and (rd / config.STAMP).exists():

@@ -63,9 +63,16 @@ MCNEMAR_EXACT_BELOW = 25  # discordant pairs: exact binomial below this, chi-squ
 
 #: display order of the conditions (only those present are shown)
 CONDITION_ORDER = ["untrained", "vanilla", "correct", "incorrect", "krsl",
-                   "incorrect_class", "incorrect_ir", "shuffled"]
-#: conditions whose training target contains a trace
-TRACE_CONDITIONS = ["correct", "incorrect", "krsl", "incorrect_class", "incorrect_ir", "shuffled"]
+                   "incorrect_class", "incorrect_ir", "shuffled",
+                   # the reasoning-teacher family (evaluated on the teacher set's test split)
+                   "teacher", "teacher_summary", "teacher_posthoc", "teacher_swapped",
+                   "tset_vanilla", "tset_correct", "tset_incorrect"]
+#: conditions whose training target contains a checkable trace (the association statistics);
+#: the teacher conditions' free-prose traces are not checkable: only their answers are scored
+TRACE_CONDITIONS = ["correct", "incorrect", "krsl", "incorrect_class", "incorrect_ir", "shuffled",
+                    "tset_correct", "tset_incorrect"]
+#: conditions with a trace target whose steps are not scored (helpers.scoring.ANSWER_ONLY_CONDITIONS)
+ANSWER_ONLY_CONDITIONS = ["teacher", "teacher_summary", "teacher_posthoc", "teacher_swapped"]
 DATASET_ORDER = ["cotempqa", "marco", "babi"]
 DATASET_LABELS = {"cotempqa": "CoTempQA", "marco": "MS MARCO", "babi": "bAbI"}
 
@@ -532,7 +539,12 @@ def step_frame(items: pd.DataFrame, step: str) -> tuple[pd.DataFrame, str]:
 
 
 def _trace_items(items: pd.DataFrame) -> pd.DataFrame:
-    return items[items["has_trace_target"].fillna(False).astype(bool)]
+    """The items whose trace steps were scored: a trace target, and not one of the
+    answer-only conditions (``trace_scored`` where items carry it)."""
+    keep = items["has_trace_target"].fillna(False).astype(bool) & ~items["condition"].isin(ANSWER_ONLY_CONDITIONS)
+    if "trace_scored" in items.columns:
+        keep &= items["trace_scored"].fillna(False).astype(bool)
+    return items[keep]
 
 
 _CMH_COLS = {"n_strata": "cmh_n_strata", "n_strata_used": "cmh_n_strata_used",
@@ -632,8 +644,10 @@ def per_seed_accuracy(items: pd.DataFrame, by: Sequence[str] = ("dataset", "mode
         row["rouge_l"] = (float(pd.to_numeric(g["rouge_l"]).mean())
                           if "rouge_l" in g and g["rouge_l"].notna().any() else math.nan)
         row["parse_ok"] = float((g["parse_status"] == "ok").mean()) if "parse_status" in g else math.nan
+        # answer-only conditions (free-prose teacher traces): their steps are not scored
+        unscored = bool(g["condition"].isin(ANSWER_ONLY_CONDITIONS).all()) if "condition" in g else False
         for c in ("cls_correct", "ir_exact", "trace_correct"):
-            row[c] = float(_as_bool(g[c], c).mean())
+            row[c] = math.nan if unscored else float(_as_bool(g[c], c).mean())
         if "compat_evaluated" in g:
             ev = g["compat_evaluated"].fillna(False).astype(bool)
             row["compat_coverage"] = float(ev.mean())
@@ -690,7 +704,11 @@ def compare_conditions(items: pd.DataFrame, metric: str = "answer_em",
     if metric not in items.columns:
         raise ValueError(f"items lack column {metric!r}")
     rows = []
-    for (ds, model, seed), g in items.groupby(["dataset", "model", "seed"], sort=False):
+    # conditions are compared only on a shared test set: the teacher family answers the
+    # teacher set's test split (items column ``test_set``), every other condition the full one
+    sets = items["test_set"].fillna("full") if "test_set" in items.columns else pd.Series("full", index=items.index)
+    for (ds, model, seed, _), g in items.assign(_test_set=sets).groupby(["dataset", "model", "seed", "_test_set"],
+                                                                        sort=False):
         present = conditions_present(g)
         conds = [c for c in (conditions or present) if c in present]
         if len(conds) < 2:

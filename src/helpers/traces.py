@@ -64,6 +64,13 @@ CONDITIONS = ("vanilla", "correct", "incorrect", "incorrect_class", "incorrect_i
 TRACE_CONDITIONS = ("correct", "incorrect", "incorrect_class", "incorrect_ir", "shuffled")
 # Conditions trained from other conditions' files (krsl: the (correct, incorrect) pairs).
 DERIVED_CONDITIONS = {"krsl": ("correct", "incorrect")}
+# The reasoning-teacher family (issue 17; written by helpers.teacher_stage, the last section of
+# 03_traces, only when the profile names a ``teacher``): trained on the teacher set's training
+# split, evaluated on its test split (``teacher_test.parquet``), never on ``test.parquet``.
+TEACHER_FAMILY = ("teacher", "teacher_summary", "teacher_posthoc", "teacher_swapped",
+                  "tset_vanilla", "tset_correct", "tset_incorrect")
+TSET_PREFIX = "tset_"  # vanilla / correct / incorrect restricted to the teacher set
+TEST_SETS = ("full", "teacher")
 CORRUPTS = {"incorrect": ("label", "ir"), "incorrect_class": ("label",), "incorrect_ir": ("ir",)}
 MARCO_MAX_SHARED_WORDS = 8  # the original's MARCO rule: a wrong passage shares < 8 words with the gold one
 
@@ -232,7 +239,7 @@ def warmup_for_run(cfg: Mapping[str, Any], dataset: str, condition: str) -> floa
     and 0.03 for CoTempQA vanilla and every MS MARCO and bAbI run (the profile's value is not
     used)."""
     if T.check_rendering(cfg.get("rendering")) == "original":
-        trace = condition != "vanilla"
+        trace = condition not in ("vanilla", TSET_PREFIX + "vanilla")
         return ORIGINAL_WARMUP["cotempqa_trace" if dataset == "cotempqa" and trace else "other"]
     w = float(cfg.get("warmup_ratio") or 0.0)
     return w if w < 1 else int(w)
@@ -391,6 +398,45 @@ def train_path(profile: str, dataset: str, condition: str) -> Path:
 
 def test_path(profile: str, dataset: str) -> Path:
     return traces_dir(profile, dataset) / "test.parquet"
+
+
+def teacher_test_path(profile: str, dataset: str) -> Path:
+    """The teacher set's test prompts (helpers.teacher_stage), shared by the teacher family."""
+    return traces_dir(profile, dataset) / "teacher_test.parquet"
+
+
+def test_set_of(condition: str) -> str:
+    """Which test file a condition is evaluated on: ``teacher`` for the teacher family,
+    ``full`` for every other condition (and ``untrained``)."""
+    return "teacher" if condition in TEACHER_FAMILY else "full"
+
+
+def test_path_for(cfg: Mapping[str, Any], dataset: str, condition: str) -> Path:
+    """The test file of ``condition``: ``teacher_test.parquet`` for the teacher family,
+    ``test.parquet`` otherwise. The one place 05 takes both its prompts and its gold rows from."""
+    if test_set_of(condition) == "teacher":
+        return teacher_test_path(cfg["profile"], dataset)
+    return test_path(cfg["profile"], dataset)
+
+
+def teacher_conditions(cfg: Mapping[str, Any]) -> list[str]:
+    """The teacher-family conditions the profile trains: ``teacher_conditions`` when a
+    ``teacher`` is named, else none (the comparison is off). Unknown names raise."""
+    if not cfg.get("teacher"):
+        return []
+    conds = list(cfg.get("teacher_conditions") or [])
+    bad = [c for c in conds if c not in TEACHER_FAMILY]
+    if bad:
+        raise ValueError(f"unknown teacher condition(s) {bad} in teacher_conditions; known: {TEACHER_FAMILY}")
+    if len(set(conds)) != len(conds):
+        raise ValueError(f"teacher_conditions repeats a condition: {conds}")
+    return conds
+
+
+def all_conditions(cfg: Mapping[str, Any]) -> list[str]:
+    """Every trained condition of the profile: ``conditions``, then the teacher family
+    (:func:`teacher_conditions`). 04 trains and 05 evaluates exactly these."""
+    return list(cfg["conditions"]) + [c for c in teacher_conditions(cfg) if c not in cfg["conditions"]]
 
 
 def trained_conditions(cfg: Mapping[str, Any]) -> list[str]:
