@@ -5,8 +5,9 @@
 #   make data DATA_DIR=../shared/data   # real bAbI / CoTempQA files instead of the generators
 #   make test                       # unit tests + the six notebooks on the smoke profile
 #
-# Setup (`make env`, also run by every target that needs .venv): Python 3.11-3.13 (PYTHON=...).
-# The exact CPU versions of the offline default and CI are in requirements/cpu.lock, applied as
+# Setup (`make env`, also run by every target that needs .venv): Python 3.10-3.13 (PYTHON=...).
+# The exact CPU versions of the offline default and CI are in requirements/cpu.lock (Python 3.10:
+# requirements/cpu-py310.lock), applied as
 # pip constraints; pyproject.toml holds the ranges. Where PYTHON already imports a CUDA torch
 # inside pyproject's range (Colab, a lab conda env), .venv sees it (--system-site-packages) and no
 # second torch is installed; otherwise TORCH_SPEC is. Where `python -m venv` lacks ensurepip
@@ -58,14 +59,14 @@ FIGS := accuracy_by_condition step_accuracy contingency_heatmaps forest_phi_or a
 help: ## list the targets
 	@echo "Trace-based distillation study (PROFILE=$(PROFILE); smoke | quick | colab | paper)"
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-24s %s\n", $$1, $$2}'
-	@echo "Variables: PROFILE=$(PROFILE)  DATA_DIR=<dir with babi/ and cotempqa/>  PYTHON=$(PYTHON) (3.11-3.13)"
+	@echo "Variables: PROFILE=$(PROFILE)  DATA_DIR=<dir with babi/ and cotempqa/>  PYTHON=$(PYTHON) (3.10-3.13)"
 	@echo "  TORCH_SPEC=\"$(TORCH_SPEC)\" (CUDA: torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126 or cu130)"
 	@echo "  REUSE_TORCH=$(REUSE_TORCH) (auto: keep PYTHON's CUDA torch when it is in pyproject's range; no: install TORCH_SPEC)"
 
 # ---------------------------------------------------------------------------------- env
-env: $(ENV_STAMP) ## create .venv (Python 3.11-3.13, locked pins, kernel); reuses a CUDA torch; no-op when up to date
+env: $(ENV_STAMP) ## create .venv (Python 3.10-3.13, locked pins, kernel); reuses a CUDA torch; no-op when up to date
 
-$(ENV_STAMP): pyproject.toml requirements/cpu.lock requirements/env.py
+$(ENV_STAMP): pyproject.toml requirements/cpu.lock requirements/cpu-py310.lock requirements/env.py
 	$(PYTHON) requirements/env.py --venv $(VENV) --torch-spec "$(TORCH_SPEC)" --reuse-torch $(REUSE_TORCH) --kernel $(KERNEL)
 	touch $@
 

