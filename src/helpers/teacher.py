@@ -25,7 +25,7 @@ The call cache
     model, messages, request parameters)`` and appended to a JSON-lines file the moment it
     completes (one line, flushed): an interrupted or rate-limited run is resumed by running
     it again, and nothing already paid for is requested twice. What is cached (a decision,
-    see docs/notes/teacher.md): every *response the server produced* (HTTP 200 with a
+    see docs/teacher.md): every *response the server produced* (HTTP 200 with a
     well-formed body), including empty or answerless ones (they were paid for and are
     deterministic enough to keep; ``refresh_failed=True`` requests them again). What is
     *not* cached: transport failures after all retries (``rate_limited``, ``timeout``,
@@ -545,7 +545,7 @@ class LocalBackend(Backend):
     chat template (``template_kwargs``, e.g. ``{"enable_thinking": True}`` for Qwen3);
     generation stops at ``eos_token`` (default: the first EOS of the model's generation
     config, else the tokenizer's). Greedy decoding (the project's generation; reasoning
-    models recommend sampling, see docs/notes/teacher.md). The model is loaded at the first
+    models recommend sampling, see docs/teacher.md). The model is loaded at the first
     call that is not cached."""
 
     name = "local"
@@ -834,7 +834,7 @@ def run_posthoc(tset: pd.DataFrame, dataset: str, backend: Backend, cache=None, 
 
 
 def make_backend(spec: Mapping[str, Any] | None, dataset: str | None = None) -> Backend | None:
-    """A backend from a profile mapping (docs/notes/teacher.md), or None when ``spec`` is
+    """A backend from a profile mapping (docs/teacher.md), or None when ``spec`` is
     empty (the teacher comparison is off). ``backend``: ``api`` (keys ``base_url``,
     ``model``, ``api_key_env``, ``concurrency``, ``timeout``, ``max_retries``,
     ``backoff_base``, ``backoff_max``, ``seed``, ``request``, ``prices``: a name of
