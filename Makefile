@@ -45,7 +45,10 @@ export HF_HUB_OFFLINE      ?= $(HF_OFFLINE_DEFAULT)
 export HF_DATASETS_OFFLINE ?= $(HF_OFFLINE_DEFAULT)
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
-export MPLBACKEND := Agg
+# No MPLBACKEND for the kernels: ipykernel then picks its inline backend, so the executed
+# notebooks keep their plots (Agg here dropped every inline figure). `python -m helpers.figures`
+# selects Agg itself and needs no display.
+unexport MPLBACKEND
 
 PM_EXTRA := $(if $(DATA_DIR),-p data_source local -p data_dir $(abspath $(DATA_DIR)),)
 PAPERMILL = $(PY) -m papermill -k $(KERNEL) --cwd notebooks -f profiles/$(PROFILE).yaml $(PM_EXTRA) --progress-bar --log-output

@@ -4,6 +4,7 @@ import random
 
 import pytest
 import torch
+from rapidfuzz.distance import Levenshtein
 
 from helpers import krsl
 from helpers.krsl import DEL, EQUAL, INS, SUB
@@ -73,6 +74,24 @@ def test_align_is_optimal_and_consistent_on_random_pairs():
             if o == SUB:
                 assert a[i] != b[j]
         assert krsl.align(a, b) == ops  # deterministic
+        assert krsl.edit_distance(a, b) == len(Levenshtein.editops(a, b)) == _naive_distance(a, b)[-1][-1]
+
+
+def test_rapidfuzz_editops_differ_from_align_only_in_ties():
+    """rapidfuzz's alignment is as short as align's, but breaks ties the other way, and the
+    ties decide which tokens are key: why align keeps its own backtrace."""
+    assert Levenshtein.editops("ab", "c").as_list() == [("replace", 0, 0), ("delete", 1, 1)]
+    assert krsl.key_masks("ab", "c") == ([True, True], [True])
+    # "from 1977 to 1992." vs "in 1980." (years in two tokens, as the quick profile's tokenizer
+    # splits them): which "19" is matched decides the key tokens
+    c, i = ["from", "19", "77", "to", "19", "92", "."], ["in", "19", "80", "."]
+    rf_c = [False] * len(c)
+    for op, k, _ in Levenshtein.editops(c, i).as_list():
+        if op in ("replace", "delete"):
+            rf_c[k] = True
+    assert krsl.key_masks(c, i)[0] == [True, True, True, True, False, True, False]  # keeps the later "19"
+    assert rf_c == [True, False, True, True, True, True, False]                      # rapidfuzz: the first
+    assert krsl.edit_distance(c, i) == Levenshtein.distance(c, i) == 5
 
 
 # --------------------------------------------------------------------------------------

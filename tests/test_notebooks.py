@@ -1,6 +1,12 @@
 """The whole study, end to end: all six notebooks with papermill on the smoke profile."""
+import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 
@@ -9,10 +15,53 @@ from helpers import config, paths, teacher_stage, traces
 pytestmark = pytest.mark.notebooks
 
 NOTEBOOKS = ["01_data", "02_decompose", "03_traces", "04_sft", "05_eval", "06_correlation"]
+REPO = Path(__file__).resolve().parents[1]
+# what make sets or removes for its recipes that is make's own bookkeeping, not the kernels' concern
+MAKE_OWN = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKE_TERMOUT", "MAKE_TERMERR", "MAKEOVERRIDES"}
 
 
-def test_six_notebooks_run_on_the_smoke_profile(tmp_path):
+def make_recipe_env(base: dict) -> dict:
+    """The environment `make` gives its recipes (and so its papermill kernels), started from ``base``."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed: the notebooks cannot run the way make runs them")
+    dump = f"{sys.executable} -c 'import json, os; print(json.dumps(dict(os.environ)))'"
+    out = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(REPO),
+                          "--eval", f"_recipe_env: ; @{dump}", "_recipe_env"],
+                         env=base, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def as_make_runs_them(monkeypatch) -> dict:
+    """Give this process the environment make's recipes get, so the kernels papermill starts here
+    inherit what `make reproduce` gives them (conftest's MPLBACKEND=Agg included: make must drop it)."""
+    base = dict(os.environ)
+    env = make_recipe_env(base)
+    changed = {}
+    for k in (set(base) | set(env)) - MAKE_OWN:
+        if base.get(k) != env.get(k):
+            changed[k] = env.get(k)
+            if env.get(k) is None:
+                monkeypatch.delenv(k)
+            else:
+                monkeypatch.setenv(k, env[k])
+    return changed
+
+
+def image_cells(nb) -> list[int]:
+    """Indices of the code cells that hold a PNG image among their outputs."""
+    return [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            and any("image/png" in o.get("data", {}) for o in c.get("outputs", []))]
+
+
+# the notebooks that draw on the smoke profile and how many of their cells draw at least: the
+# inline matplotlib plots of 01-04 (categories and lengths, rule agreement, trace lengths, loss
+# curves) and the saved figures 06 shows as images (05 draws nothing)
+PLOTTING_CELLS = {"01_data": 1, "02_decompose": 1, "03_traces": 1, "04_sft": 1, "06_correlation": 6}
+
+
+def test_six_notebooks_run_on_the_smoke_profile(tmp_path, monkeypatch):
     papermill = pytest.importorskip("papermill")
+    make_env = as_make_runs_them(monkeypatch)
     params = config.load_profile("smoke")
     # from nothing: the previous smoke run's artifacts must not be what the checks see
     for d in (paths.data_dir("smoke"), paths.RUNS / "smoke", paths.results_dir("smoke"),
@@ -62,3 +111,8 @@ def test_six_notebooks_run_on_the_smoke_profile(tmp_path):
     figs = sorted(p.name for p in paths.figures_dir("smoke").glob("*.png"))
     assert len(figs) >= 5, figs
     assert all(p.stat().st_size > 0 for p in paths.figures_dir("smoke").glob("*.pdf"))
+    # executed notebooks carry their plots (an MPLBACKEND=Agg handed to the kernels drops every
+    # inline one)
+    drawn = {n: image_cells(nbformat.read(tmp_path / f"{n}.ipynb", as_version=4)) for n in NOTEBOOKS}
+    short = {n: cells for n, cells in drawn.items() if len(cells) < PLOTTING_CELLS.get(n, 0)}
+    assert not short, f"cells with a PNG per notebook: {drawn}; make changed the kernels' env by {make_env}"

@@ -14,7 +14,7 @@ import pytest
 from helpers import paths
 from helpers.scoring import (ALL_ITEM_COLUMNS, ITEM_COLUMNS, ParsedOutput, answer_scores,
                              cite_indices, compat_trace, compat_trace_text, cotempqa_entities,
-                             cotempqa_official, extract_answer_compat, lcs_length,
+                             cotempqa_official, extract_answer_compat,
                              normalize_answer, parse_output, rouge_l, score_items, strict_trace,
                              summarize, table_2x2, token_f1, update_items_file)
 from helpers.templates import CLASSIFICATION, RETRIEVAL, render_answer, render_trace
@@ -363,17 +363,32 @@ def test_marco_f1_and_rouge_l():
     assert answer_scores("the cat is on the mat.", row2, "marco")["em"] is True
 
 
-def test_lcs_matches_brute_force():
+def _brute_lcs(a, b) -> int:
+    for k in range(len(a), 0, -1):
+        if any(_is_subseq(sub, b) for sub in itertools.combinations(a, k)):
+            return k
+    return 0
+
+
+def test_rouge_l_is_the_lcs_f_of_normalised_tokens():
+    # words the library's own tokenizer would split or drop ("don't" -> "don t", "été" -> "t"):
+    # rouge_l scores the project's normalised tokens, checked against a brute-force LCS
+    words = ["a", "b", "c", "don't", "dont", "t", "été", "U.S.", "us", "42"]
     rng = random.Random(0)
-    for _ in range(40):
-        a = [rng.choice("abc") for _ in range(rng.randint(0, 7))]
-        b = [rng.choice("abc") for _ in range(rng.randint(0, 7))]
-        best = 0
-        for k in range(len(a), 0, -1):
-            if any(_is_subseq(sub, b) for sub in itertools.combinations(a, k)):
-                best = k
-                break
-        assert lcs_length(a, b) == best
+    for _ in range(60):
+        pred = " ".join(rng.choice(words) for _ in range(rng.randint(0, 6)))
+        gold = " ".join(rng.choice(words) for _ in range(rng.randint(0, 6)))
+        p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
+        for beta in (1.0, 2.0):
+            if not p or not g:
+                want = float(p == g)
+            else:
+                lcs = _brute_lcs(p, g)
+                prec, rec = lcs / len(p), lcs / len(g)
+                want = 0.0 if lcs == 0 else (1 + beta ** 2) * prec * rec / (rec + beta ** 2 * prec)
+            assert rouge_l(pred, gold, beta=beta) == pytest.approx(want), (pred, gold, beta)
+    assert rouge_l("don't", "été") == 0.0 and rouge_l("don't", "dont") == 1.0
+    assert rouge_l("", "") == 1.0 and rouge_l("!!", "") == 1.0 and rouge_l("x", "") == 0.0
 
 
 def _is_subseq(sub, seq) -> bool:

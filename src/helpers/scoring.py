@@ -50,6 +50,7 @@ Parse status
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 import re
@@ -401,31 +402,38 @@ def token_f1(pred: str, gold: str) -> float:
     return 2 * prec * rec / (prec + rec)
 
 
-def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence of two token sequences."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
+class _NormalizedTokens:
+    """A rouge-score tokenizer: the project's answer normalisation (:func:`normalize_answer`)
+    split on whitespace, so ROUGE-L sees the same tokens as EM and F1."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return normalize_answer(text).split()
+
+
+@functools.lru_cache(maxsize=1)
+def _rouge_l_scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=_NormalizedTokens())
 
 
 def rouge_l(pred: str, gold: str, beta: float = 1.0) -> float:
     """ROUGE-L F over normalised tokens: P = LCS/|pred|, R = LCS/|gold|,
-    F = (1+beta²)PR / (R + beta²P) (beta = 1: the harmonic mean)."""
+    F = (1+beta²)PR / (R + beta²P) (beta = 1: the harmonic mean).
+
+    The LCS, P, R and F (beta = 1) are rouge-score's ``rougeL`` scorer, fed the tokens of
+    :func:`normalize_answer` instead of its own tokenizer (which splits at every
+    non-alphanumeric character and drops non-ASCII letters: "don't" -> "don t", "été" -> "t").
+    One convention differs from the library and is kept here: two empty answers score 1.0
+    (rouge-score gives 0), as in :func:`token_f1`; one empty side scores 0."""
     p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
     if not p or not g:
         return float(p == g)
-    lcs = lcs_length(p, g)
-    if lcs == 0:
-        return 0.0
-    prec, rec = lcs / len(p), lcs / len(g)
+    score = _rouge_l_scorer().score(gold, pred)["rougeL"]   # score(target, prediction)
+    if beta == 1.0 or score.fmeasure == 0:
+        return float(score.fmeasure)
     b2 = beta * beta
-    return (1 + b2) * prec * rec / (rec + b2 * prec)
+    return (1 + b2) * score.precision * score.recall / (score.recall + b2 * score.precision)
 
 
 # The official CoTempQA relation templates. Order = the order relations are tried; a fact's
