@@ -162,6 +162,7 @@ SOURCE_DIR = Path(__file__).resolve().parent  # the helpers package the code has
 
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "data": ("data", "decompose", "synthetic", "hub"),
+    "decompose": ("decompose",),  # 02's variants.parquet / decomposition.json
     "traces": ("traces", "decompose", "templates", "scoring"),
     "teacher": ("teacher_stage", "teacher", "traces", "decompose", "templates", "scoring",
                 "generate", "models", "model_configs", "chat", "chat_templates"),
