@@ -128,6 +128,10 @@ def test_a_template_edit_recomputes_the_trace_stage_and_what_follows(study, src_
     assert train["assistant"].str.contains("These facts answer the question").all()
     # and fresh again afterwards
     assert _run_all(cfg) == dict(edited, traces_skipped=True)
+    # other weights alone (lr is no key of the evaluation): the predictions are made again
+    other = _run_all(dict(cfg, lr=1e-3))
+    assert other["sft"] != edited["sft"] and other["eval"] != edited["eval"]
+    assert other["predictions"] != edited["predictions"] and other["traces"] == edited["traces"]
 
 
 # ----------------------------------------------------------------------- local input files
