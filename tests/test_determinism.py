@@ -19,15 +19,16 @@ PROVENANCE = {"stamp.json", "predictions.stamp.json", "config.json", "metrics.js
 
 
 def _clean_run(root: Path, monkeypatch) -> Path:
-    from helpers import data, evaluate, krsl, sft, traces
+    from helpers import data, evaluate, krsl, sft, teacher_stage, traces
 
     for name in ("DATA", "RUNS", "RESULTS"):
         monkeypatch.setattr(paths, name, root / name.lower())
     cfg = dict(config.load_profile("smoke"), datasets=["cotempqa", "babi"], conditions=["correct", "incorrect", "krsl"],
-               models=["tiny"], seeds=[0], max_steps=2, krsl_max_steps=2, n_train=8, n_test=4,
-               max_new_tokens=8, eval_untrained=False, teacher=None)
+               models=["tiny"], seeds=[0], max_steps=2, krsl_max_steps=2, n_train=12, n_test=4,
+               max_new_tokens=8, eval_untrained=False)  # the smoke profile's synthetic teacher
     data.prepare(cfg)
     traces.prepare_traces(cfg)
+    teacher_stage.prepare_teacher(cfg)
     sft.train_all(cfg, progress=False, inner_progress=False)
     krsl.train_all(cfg, progress=False, inner_progress=False)
     evaluate.evaluate_all(cfg, progress=False)
@@ -60,10 +61,10 @@ def test_two_clean_runs_write_the_same_bytes(tmp_path, monkeypatch):
     assert [k for k in fa if fa[k] != fb[k]] == []
     # the stamps record the same work (their provenance differs: times)
     ha, hb = _stamp_hashes(a), _stamp_hashes(b)
-    assert len(ha) >= 2 + 2 + 6 + 6 and ha == hb
+    assert len(ha) >= 2 + 2 + 2 + 8 + 8 and ha == hb
     # the reasons the bytes agree, checked directly (they may agree by chance within a process)
     adapters = [p for p in a.rglob("adapter_config.json") if "checkpoints" not in p.parts]
-    assert len(adapters) == 6
+    assert len(adapters) == 8
     for p in adapters:
         tm = json.loads(p.read_text())["target_modules"]
         assert tm == sorted(tm)
