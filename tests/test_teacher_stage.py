@@ -107,7 +107,7 @@ def test_stage_writes_the_teacher_family_and_stamps(study):
         assert stamp["config"]["teacher"] == cfg["teacher"] and stamp["summary"]["synthetic"]
         assert stamp["summary"]["counts"]["teacher_set"] == len(tset)
         assert stamp["summary"]["teacher_run"]["status"] == {"ok": len(probs)}
-        assert config.is_fresh(d, cfg, TS.STAGE_KEYS)
+        assert config.is_fresh(d, cfg, TS.STAGE_KEYS, stage="teacher", inputs=TS.stage_inputs(cfg, ds))
     again = TS.prepare_teacher(cfg)
     assert all(e["skipped"] for e in again.values())
     assert not any(e["skipped"] for e in TS.prepare_teacher(dict(cfg, teacher_resplit_seed=7)).values())
@@ -217,6 +217,9 @@ def test_evaluation_uses_each_conditions_test_file(study):
     gold = pd.read_parquet(traces.teacher_test_path("smoke", ds)).set_index("id")
     run = paths.run_dir("smoke", ds, "tiny", "teacher", 0)
     run.mkdir(parents=True)
+    # predictions count only with their stamp (the weights, test file and code they came from)
+    config.write_stamp(run, cfg, evaluate.EVAL_KEYS, stage="eval", name=evaluate.PRED_STAMP,
+                       inputs=evaluate.eval_inputs(cfg, ds, "tiny", "teacher", 0))
     with open(run / "predictions.jsonl", "w") as f:
         for p in teach:
             ans = ", ".join(gold.loc[p["id"], "answers"])  # as the synthetic teacher answers (scored correct)

@@ -305,7 +305,8 @@ def test_prepare_traces_writes_files_and_skips_when_fresh(tmp_study):
             assert len(lines) == len(FRAMES[ds]) and json.loads(lines[0])["id"] == FRAMES[ds]["id"][0]
         test = pd.read_parquet(e["test"])
         assert list(test.columns) == traces.TEST_COLUMNS and test["user"][0] == USERS[ds]
-        assert config.is_fresh(e["dir"], cfg, traces.TRACE_KEYS)
+        assert config.is_fresh(e["dir"], cfg, traces.TRACE_KEYS, stage="traces",
+                               inputs=traces.data_inputs(cfg, ds))
     mtime = res["babi"]["train"]["correct"].stat().st_mtime_ns
     again = traces.prepare_traces(cfg)
     assert all(e["skipped"] for e in again.values())
@@ -353,7 +354,9 @@ def test_prepare_traces_original_rendering_is_a_new_stamp_with_the_originals_tex
     cfg = dict(tmp_study, datasets=["cotempqa", "babi"])
     proj = traces.prepare_traces(cfg)
     orig_cfg = dict(cfg, rendering="original")
-    assert not config.is_fresh(proj["babi"]["dir"], orig_cfg, traces.TRACE_KEYS)
+    kw = dict(stage="traces", inputs=traces.data_inputs(cfg, "babi"))
+    assert config.is_fresh(proj["babi"]["dir"], cfg, traces.TRACE_KEYS, **kw)
+    assert not config.is_fresh(proj["babi"]["dir"], orig_cfg, traces.TRACE_KEYS, **kw)
     res = traces.prepare_traces(orig_cfg)
     assert not any(e["skipped"] for e in res.values())
     babi_train = traces.load_condition(cfg["profile"], "babi", "correct")

@@ -2,8 +2,10 @@
 
 A *profile* is a flat YAML file of papermill parameters (``profiles/<name>.yaml``). Each
 stage hashes the part of the config it depends on (:func:`config_hash`) and writes it next
-to its artifacts (:func:`write_stamp`); :func:`is_fresh` tells whether an artifact was made
-with the same config, so a changed parameter recomputes only what depends on it.
+to its artifacts (:func:`write_stamp`) together with the hash of the helpers source the stage
+depends on and of the input files it read; :func:`is_fresh` tells whether an artifact was made
+with the same config, code and inputs, so a changed parameter, rule, template or input file
+recomputes exactly what depends on it (see "stamps" below).
 """
 from __future__ import annotations
 
@@ -145,30 +147,130 @@ def read_json(path: str | Path) -> Any:
         return json.load(f)
 
 
-def write_stamp(folder: str | Path, cfg: Mapping[str, Any], keys: Iterable[str] | None = None,
-                **extra: Any) -> Path:
-    """Record that ``folder``'s artifacts are complete and which config made them."""
+# ------------------------------------------------------------------------------ stamps
+# A stage's stamp hashes three things, so that a change to any of them recomputes the stage:
+#   1. the config keys it uses (``keys``);
+#   2. the source of the helpers modules that decide what it writes (``STAGE_MODULES``: a small,
+#      explicit list per stage; infrastructure that does not change an artifact - config,
+#      paths, progress - and modules the stage does not use - bench, figures, stats - are left
+#      out, so editing them re-runs nothing);
+#   3. the content of the input files it read (``inputs``): for the data stage the files under
+#      DATA_DIR (data_source local), for every later stage the artifacts of the stage before
+#      (trace files, adapters). A stage keys on the *content* of what it read, so an upstream
+#      change that leaves an upstream artifact byte-identical stops there.
+SOURCE_DIR = Path(__file__).resolve().parent  # the helpers package the code hash reads
+
+STAGE_MODULES: dict[str, tuple[str, ...]] = {
+    "data": ("data", "decompose", "synthetic", "hub"),
+    "decompose": ("decompose",),  # 02's variants.parquet / decomposition.json
+    "traces": ("traces", "decompose", "templates", "scoring"),
+    "teacher": ("teacher_stage", "teacher", "traces", "decompose", "templates", "scoring",
+                "generate", "models", "model_configs", "chat", "chat_templates"),
+    "sft": ("sft", "models", "model_configs", "chat", "chat_templates", "templates", "traces"),
+    "krsl": ("krsl", "sft", "models", "model_configs", "chat", "chat_templates", "templates",
+             "traces"),
+    "eval": ("evaluate", "generate", "sft", "models", "model_configs", "chat", "chat_templates",
+             "templates", "traces"),
+}
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _module_files(name: str) -> list[Path]:
+    p = SOURCE_DIR / f"{name}.py"
+    if p.is_file():
+        return [p]
+    d = SOURCE_DIR / name
+    if d.is_dir():  # a data folder of the package (chat_templates/, model_configs/)
+        return sorted(x for x in d.rglob("*") if x.is_file() and "__pycache__" not in x.parts)
+    raise FileNotFoundError(f"helpers has no module or folder {name!r} (in {SOURCE_DIR}); "
+                            "fix config.STAGE_MODULES")
+
+
+def code_hashes(stage: str) -> dict[str, str]:
+    """``{file: sha256}`` of the helpers source ``stage``'s output depends on
+    (:data:`STAGE_MODULES`), file names relative to the package."""
+    if stage not in STAGE_MODULES:
+        raise KeyError(f"unknown stage {stage!r}; expected one of {sorted(STAGE_MODULES)}")
+    out = {}
+    for name in STAGE_MODULES[stage]:
+        for p in _module_files(name):
+            out[p.relative_to(SOURCE_DIR).as_posix()] = _sha256_file(p)
+    return dict(sorted(out.items()))
+
+
+def input_hashes(files: Mapping[str, str | Path] | Iterable[str | Path]) -> dict[str, str]:
+    """``{name: sha256 of the file's bytes}`` (a folder: of its files' names and bytes; a
+    missing path: ``"missing"``). ``files``: ``{name: path}``, or paths (named by themselves)."""
+    items = files.items() if isinstance(files, Mapping) else ((str(p), p) for p in files)
+    out = {}
+    for name, p in items:
+        p = Path(p)
+        if p.is_file():
+            out[str(name)] = _sha256_file(p)
+        elif p.is_dir():
+            h = hashlib.sha256()
+            for x in sorted(x for x in p.rglob("*") if x.is_file()):
+                h.update(x.relative_to(p).as_posix().encode() + b"\0" + _sha256_file(x).encode())
+            out[str(name)] = h.hexdigest()
+        else:
+            out[str(name)] = "missing"
+    return dict(sorted(out.items()))
+
+
+def fingerprint(cfg: Mapping[str, Any], keys: Iterable[str] | None = None, *,
+                stage: str | None = None,
+                inputs: Mapping[str, str | Path] | Iterable[str | Path] = ()) -> dict[str, Any]:
+    """What a stamp records about how an artifact was made: the config keys used and their
+    hash, the code hashes of ``stage`` (:func:`code_hashes`), the input hashes
+    (:func:`input_hashes`), and ``hash``, one hash over all three (what :func:`is_fresh`
+    compares)."""
     keys = list(keys) if keys is not None else None
     used = {k: cfg.get(k) for k in keys} if keys is not None else dict(cfg)
-    return write_json(Path(folder) / STAMP, {
-        "config_hash": config_hash(used),
-        "config": used,
-        "environment": environment_info(),
+    code = code_hashes(stage) if stage else {}
+    ins = input_hashes(inputs)
+    chash = config_hash(used)
+    return {"hash": config_hash({"config": chash, "code": code, "inputs": ins}, n=16),
+            "config_hash": chash, "config": used, "stage": stage, "code": code, "inputs": ins}
+
+
+def write_stamp(folder: str | Path, cfg: Mapping[str, Any], keys: Iterable[str] | None = None, *,
+                stage: str | None = None,
+                inputs: Mapping[str, str | Path] | Iterable[str | Path] = (),
+                name: str = STAMP, **extra: Any) -> Path:
+    """Record that ``folder``'s artifacts are complete and how they were made
+    (:func:`fingerprint`), with ``extra`` fields (summaries) and, apart, the provenance
+    (``environment``: versions, machine, git commit, time). The stamp is provenance, not an
+    artifact: two identical runs give the same ``hash`` but a different ``environment.time``."""
+    return write_json(Path(folder) / name, {
+        **fingerprint(cfg, keys, stage=stage, inputs=inputs),
         **extra,
+        "environment": environment_info(),
     })
 
 
-def is_fresh(folder: str | Path, cfg: Mapping[str, Any], keys: Iterable[str] | None = None) -> bool:
-    """True when ``folder`` holds a stamp made with the same (restricted) config."""
-    p = Path(folder) / STAMP
-    if not p.exists():
-        return False
-    keys = list(keys) if keys is not None else None
-    used = {k: cfg.get(k) for k in keys} if keys is not None else dict(cfg)
+def stamp_hash(folder: str | Path, name: str = STAMP) -> str | None:
+    """The ``hash`` recorded in ``folder``'s stamp (None without a readable stamp)."""
+    p = Path(folder) / name
     try:
-        return read_json(p).get("config_hash") == config_hash(used)
+        return read_json(p).get("hash") if p.exists() else None
     except (OSError, json.JSONDecodeError):
-        return False
+        return None
+
+
+def is_fresh(folder: str | Path, cfg: Mapping[str, Any], keys: Iterable[str] | None = None, *,
+             stage: str | None = None,
+             inputs: Mapping[str, str | Path] | Iterable[str | Path] = (), name: str = STAMP) -> bool:
+    """True when ``folder`` holds a stamp made with the same (restricted) config, the same
+    source of ``stage``'s modules and the same input file contents."""
+    have = stamp_hash(folder, name)
+    return have is not None and have == fingerprint(cfg, keys, stage=stage, inputs=inputs)["hash"]
 
 
 def seed_everything(seed: int) -> None:

@@ -62,8 +62,6 @@ COLUMNS = ["id", "dataset", "split", "question", "context", "answers", "category
 LIST_COLUMNS = ("context", "answers", "relevant", "flags")
 SPLITS = ("train", "test")
 
-# Bump when a loader or generator changes what it produces: stamps then no longer match.
-DATA_VERSION = 1
 # The parameters the data stage depends on (the stamp hashes these).
 STAGE_KEYS = ["data_source", "data_dir", "n_train", "n_test", "babi_tasks", "data_seed"]
 
@@ -743,12 +741,36 @@ def apply_caps(df: pd.DataFrame, cfg: Mapping[str, Any], dataset: str) -> pd.Dat
 
 def _stage_cfg(cfg: Mapping[str, Any]) -> dict:
     c = {k: cfg.get(k) for k in STAGE_KEYS}
-    c["data_version"] = DATA_VERSION
     if c["data_source"] != "local":
         c["data_dir"] = ""
     if c["data_source"] == "hub":  # a new pin makes the data stale
         c["hub"] = {ds: dict(HUB[ds]) for ds in sorted(HUB)}
     return c
+
+
+def local_input_files(dataset: str, cfg: Mapping[str, Any]) -> dict[str, Path]:
+    """The files under ``data_dir`` the local loader of ``dataset`` reads, named relative to
+    ``data_dir`` (what the data stage's stamp hashes; empty unless ``data_source`` is local).
+    A file the loader needs but that is missing is listed too: it hashes as missing, and the
+    loader then stops with its own message."""
+    d = cfg.get("data_dir")
+    if cfg.get("data_source") != "local" or not d or not Path(d).is_dir():
+        return {}
+    d = Path(d)
+    if dataset == "cotempqa":
+        files = [d / "cotempqa" / f"{s}.json" for s in COTEMPQA_SCENARIOS]
+    elif dataset == "babi":
+        files = []
+        for t in babi_task_numbers(cfg.get("babi_tasks", "paper11")):
+            for pool in ("train", "test"):
+                try:
+                    files.append(babi_task_file(d, t, pool))
+                except FileNotFoundError:
+                    files.append(d / "babi" / "en" / f"qa{t}_{BABI_TASKS[t]}_{pool}.txt")
+    else:
+        m = marco_local_files(d)
+        files = m["train"] + m["test"]
+    return {p.relative_to(d).as_posix(): p for p in files}
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -809,7 +831,9 @@ def prepare(cfg: Mapping[str, Any], force: bool = False) -> dict[str, dict[str, 
     for ds in tqdm(cfg["datasets"], desc=f"data ({cfg.get('data_source')})"):
         folder = paths.data_dir(profile, ds)
         files = {s: folder / f"{s}.parquet" for s in SPLITS}
-        if not force and config.is_fresh(folder, stage) and all(p.exists() for p in files.values()):
+        inputs = local_input_files(ds, cfg)
+        if (not force and config.is_fresh(folder, stage, stage="data", inputs=inputs)
+                and all(p.exists() for p in files.values())):
             report = config.read_json(folder / config.STAMP).get("report", {})
             splits = {s: load_split(profile, ds, s) for s in SPLITS}
             for msg in report.get("warnings", []):
@@ -824,7 +848,7 @@ def prepare(cfg: Mapping[str, Any], force: bool = False) -> dict[str, dict[str, 
                 _write_parquet(part, files[s])
                 splits[s] = part
             report = dict(report, uncapped={s: int((full["split"] == s).sum()) for s in SPLITS})
-            config.write_stamp(folder, stage, report=report)
+            config.write_stamp(folder, stage, stage="data", inputs=inputs, report=report)
         out[ds] = splits
         entry = card_entry(splits, report)
         entry["uncapped"] = report.get("uncapped")

@@ -507,9 +507,6 @@ def explain(dataset: str, row: Mapping[str, Any], width: int = 110) -> str:
 
 # --------------------------------------------------------------------------- the stage
 
-DECOMPOSE_VERSION = 1
-
-
 def ambiguous_examples(dec_df, df, kind: str, n: int = 3):
     """Up to ``n`` problems whose default rule is ``kind`` (``none`` / ``several``), with the
     candidate facts, for display."""
@@ -533,19 +530,21 @@ def run(cfg: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
     from . import config, data, paths
 
     profile = cfg["profile"]
-    data_hashes = {}
+    inputs = {}
     for ds in cfg["datasets"]:
         st = paths.data_dir(profile, ds) / config.STAMP
         if not st.exists():
             raise FileNotFoundError(f"{st} missing: run the data stage first "
                                     f"(`make data PROFILE={profile}` or notebooks/01_data.ipynb)")
-        data_hashes[ds] = config.read_json(st).get("config_hash")
-    used = {"datasets": list(cfg["datasets"]), "data": data_hashes, "version": DECOMPOSE_VERSION}
+        for s in ("train", "test"):
+            inputs[f"data/{ds}/{s}.parquet"] = paths.data_dir(profile, ds) / f"{s}.parquet"
+    # the stamp: the datasets, this module's source and the content of the data files
+    fp = config.fingerprint({"datasets": list(cfg["datasets"])}, stage="decompose", inputs=inputs)
     out_json = paths.data_dir(profile) / "decomposition.json"
     files = {ds: paths.data_dir(profile, ds) / "variants.parquet" for ds in cfg["datasets"]}
     frames = {}
     if (not force and out_json.exists() and all(p.exists() for p in files.values())
-            and config.read_json(out_json).get("stamp", {}).get("config_hash") == config.config_hash(used)):
+            and config.read_json(out_json).get("stamp", {}).get("hash") == fp["hash"]):
         summary = config.read_json(out_json)
         for ds, p in files.items():
             f = pd.read_parquet(p)
@@ -576,8 +575,7 @@ def run(cfg: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
             "mean_relevant": {v: round(float(d[f"relevant_{v}"].map(len).mean()), 3) if len(d) else None
                               for v in VARIANTS[ds]},
         }
-    summary["stamp"] = {"config_hash": config.config_hash(used), "config": used,
-                        "environment": config.environment_info()}
+    summary["stamp"] = {**fp, "environment": config.environment_info()}
     config.write_json(out_json, summary)
     summary["frames"] = frames
     return summary

@@ -15,9 +15,15 @@ from typing import Any, Mapping
 import pandas as pd
 
 from . import config, paths, traces
-from .generate import generate_predictions, prompt_hash, read_predictions
+from .generate import generate_predictions, prompt_hash, read_predictions, timings_path
 
 UNTRAINED = "untrained"
+# A run's predictions.jsonl is stamped in predictions.stamp.json (written before generation
+# starts, so an interrupted run resumes): these config keys, the eval stage's code
+# (helpers.config.STAGE_MODULES["eval"]) and the content of the weights and the test file.
+# Another stamp: the old predictions are dropped and the run is generated again.
+EVAL_KEYS = ["max_new_tokens", "eval_batch_size"]
+PRED_STAMP = "predictions.stamp.json"
 
 
 def runs(cfg: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
@@ -47,6 +53,19 @@ def test_prompts(cfg: Mapping[str, Any], dataset: str, model_name: str, tok,
             for r in test.to_dict("records")]
 
 
+def eval_inputs(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: str,
+                seed: int) -> dict[str, Any]:
+    """What a run's predictions are made from (their stamp hashes the content): the trained
+    weights (``adapter/`` or ``model/``; none for ``untrained``) and the test file."""
+    run = paths.run_dir(cfg["profile"], dataset, model_name, condition, seed)
+    tp = traces.test_path_for(cfg, dataset, condition)
+    out: dict[str, Any] = {f"traces/{dataset}/{tp.name}": tp}
+    if condition != UNTRAINED:
+        w = "model" if cfg.get("method") == "full" else "adapter"
+        out[f"runs/{dataset}/{model_name}/{condition}/seed{seed}/{w}"] = run / w
+    return out
+
+
 def _complete(path, items, max_new_tokens) -> bool:
     have = read_predictions(path)
     return all(it["id"] in have and have[it["id"]].get("prompt_hash") == prompt_hash(it["prompt"])
@@ -62,6 +81,12 @@ def evaluate_run(cfg: Mapping[str, Any], dataset: str, model_name: str, conditio
     out = run / "predictions.jsonl"
     tok = models.load_tokenizer(model_name)
     items = test_prompts(cfg, dataset, model_name, tok, condition)
+    inputs = eval_inputs(cfg, dataset, model_name, condition, seed)
+    if not config.is_fresh(run, cfg, EVAL_KEYS, stage="eval", inputs=inputs, name=PRED_STAMP):
+        out.unlink(missing_ok=True)  # made by other weights, code or test prompts (or unstamped)
+        timings_path(out).unlink(missing_ok=True)
+        if condition == UNTRAINED or (run / "config.json").exists():
+            config.write_stamp(run, cfg, EVAL_KEYS, stage="eval", inputs=inputs, name=PRED_STAMP)
     if not _complete(out, items, cfg["max_new_tokens"]):
         if condition == UNTRAINED:  # the base model, prompted exactly like the trained runs
             run.mkdir(parents=True, exist_ok=True)

@@ -507,8 +507,9 @@ def generate_predictions(model, tok, items: Iterable[Mapping[str, str]], out_pat
     as items finish; each record is appended the moment its item ends. ``bf16``: generate
     with :func:`low_precision` (a bf16 copy on CPUs with native bf16); ``share_prefix``: see
     :func:`generate_stream`. Records: id, prediction, prompt_hash, max_new_tokens,
-    n_new_tokens, finished (EOS reached), seconds (wall time since the previous record, so
-    a run's records sum to its generation time). ``progress``: lines headed ``desc`` with
+    n_new_tokens, finished (EOS reached): the same bytes for the same work. Wall times live
+    beside them, in ``timings.json`` of the same folder (:func:`timings_path`: ``seconds``
+    per id since the previous record, so a run's records sum to its generation time). ``progress``: lines headed ``desc`` with
     the items done, new tokens per second and ETA, about every 30 s or tenth of the items
     (:mod:`helpers.progress`), and a widget bar in a notebook.
     """
@@ -537,6 +538,7 @@ def generate_predictions(model, tok, items: Iterable[Mapping[str, str]], out_pat
         bar = Progress(len(todo), f"generate {desc}", unit="item", rate_label="new tok/s",
                        enabled=progress)
         new_tokens = 0
+        seconds: dict[str, float] = {}
         with open(out_path, "a") as f:
             t0 = time.perf_counter()
             for j, r in generate_stream(gen_model, tok, [rows[i] for i in order], max_new_tokens=max_new_tokens,
@@ -544,7 +546,8 @@ def generate_predictions(model, tok, items: Iterable[Mapping[str, str]], out_pat
                 it = todo[order[j]]
                 t1 = time.perf_counter()
                 rec = {"id": it["id"], **r, "prompt_hash": prompt_hash(it["prompt"]),
-                       "max_new_tokens": max_new_tokens, "seconds": round(t1 - t0, 4)}
+                       "max_new_tokens": max_new_tokens}
+                seconds[it["id"]] = round(t1 - t0, 4)
                 t0 = t1
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
@@ -552,4 +555,24 @@ def generate_predictions(model, tok, items: Iterable[Mapping[str, str]], out_pat
                 new_tokens += int(r.get("n_new_tokens", 0))
                 bar.update(bar.done + 1, tokens=new_tokens)
         bar.close()
+        _add_timings(timings_path(out_path), seconds)
     return [have[i] for i in ids]
+
+
+def timings_path(predictions_path: str | Path) -> Path:
+    """Where the wall times of ``predictions_path``'s records go: ``timings.json`` beside it
+    (kept out of the predictions, so identical work gives identical predictions)."""
+    return Path(predictions_path).with_name("timings.json")
+
+
+def _add_timings(path: Path, seconds: dict[str, float]) -> None:
+    old = {}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text()).get("seconds", {})
+        except (OSError, ValueError):
+            old = {}
+    allsec = {**old, **seconds}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"seconds": allsec, "total_s": round(sum(allsec.values()), 4)}, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -611,18 +611,6 @@ def dataset_pairs(cfg: Mapping[str, Any], dataset: str, model_name: str, *, tok=
     return pairs, {**stats, **pair_stats(pairs)}
 
 
-def _stamp_time(folder: Path) -> str | None:
-    from . import config
-
-    p = Path(folder) / config.STAMP
-    if not p.exists():
-        return None
-    try:
-        return config.read_json(p).get("environment", {}).get("time")
-    except (OSError, ValueError):
-        return None
-
-
 def train_krsl_run(cfg: Mapping[str, Any], dataset: str, model_name: str, seed: int, *,
                    progress: bool = True, force: bool = False) -> Path:
     """KRSL for one (dataset, model, seed), in EDIT's two steps; returns the run folder
@@ -636,7 +624,8 @@ def train_krsl_run(cfg: Mapping[str, Any], dataset: str, model_name: str, seed: 
     ``model/``, ``tokenizer/``, ``metrics.json`` with the key-token shares,
     ``log_history.json``, ``checkpoints/``, ``stamp.json`` last), so
     :func:`helpers.sft.load_trained` and 05_eval read it like any other run. Skipped when its
-    stamp matches (:func:`run_keys`) and the step-1 run is the one it started from, unless
+    stamp matches (:func:`run_keys`, the code, and the content of the step-1 weights and of
+    both trace sets), unless
     ``force``; an interrupted run resumes from its newest checkpoint.
     """
     import time
@@ -650,16 +639,19 @@ def train_krsl_run(cfg: Mapping[str, Any], dataset: str, model_name: str, seed: 
     init = init_rd / out_name
     if not init.exists():
         raise FileNotFoundError(f"step 1 of KRSL (the correct run) has no {out_name}/ in {init_rd}")
-    init_time = _stamp_time(init_rd)
+    from . import traces
 
     rd = paths.run_dir(cfg["profile"], dataset, model_name, "krsl", seed)
     keys = run_keys()
-    if (not force and config.is_fresh(rd, cfg, keys) and (rd / out_name).exists()
-            and config.read_json(rd / config.STAMP).get("init_stamp_time") == init_time):
+    # what step 2 reads: the step-1 weights and both trace sets (their content is hashed)
+    inputs = {f"runs/{dataset}/{model_name}/correct/seed{seed}/{out_name}": init,
+              **traces.run_inputs(cfg, dataset, "correct"), **traces.run_inputs(cfg, dataset, "incorrect")}
+    fp = config.fingerprint(cfg, keys, stage="krsl", inputs=inputs)
+    if not force and config.stamp_hash(rd) == fp["hash"] and (rd / out_name).exists():
         return rd
     rd.mkdir(parents=True, exist_ok=True)
     (rd / config.STAMP).unlink(missing_ok=True)
-    run_hash = config.config_hash({**{k: cfg.get(k) for k in keys}, "init_stamp_time": init_time})
+    run_hash = fp["hash"]
     if force and (rd / "checkpoints").exists():
         import shutil
 
@@ -674,7 +666,7 @@ def train_krsl_run(cfg: Mapping[str, Any], dataset: str, model_name: str, seed: 
         raise ValueError(f"{dataset}: no (correct, incorrect) pair to train KRSL on")
     run_info = {"dataset": dataset, "model": model_name, "family": family, "condition": "krsl",
                 "seed": int(seed), "method": cfg["method"], "out": out_name, "run_hash": run_hash,
-                "init_run": str(init_rd), "init_stamp_time": init_time}
+                "init_run": str(init_rd)}
     precision = models.precision_record()
     config.write_json(rd / "config.json", {**dict(cfg), "run": run_info, "precision": precision,
                                            "environment": config.environment_info()})
@@ -725,8 +717,8 @@ def train_krsl_run(cfg: Mapping[str, Any], dataset: str, model_name: str, seed: 
     }
     if not all(math.isfinite(float(h["loss"])) for h in logged):
         raise FloatingPointError(f"KRSL loss became non-finite in {rd} (log_history: {logged[-3:]})")
-    return sft.save_run(rd, model, tok, out_name, hist, metrics, cfg, keys, run=run_info,
-                        init_stamp_time=init_time)
+    return sft.save_run(rd, model, tok, out_name, hist, metrics, cfg, keys, stage="krsl",
+                        inputs=inputs, run=run_info)
 
 
 def run_grid(cfg: Mapping[str, Any]) -> list[tuple[str, str, int]]:

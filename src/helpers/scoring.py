@@ -960,7 +960,9 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
 
 def update_items_file(path: str | Path, items: pd.DataFrame) -> pd.DataFrame:
     """Merge the items of some runs into ``results/<profile>/items.parquet``: rows of the same
-    runs (dataset, model, condition, seed) are replaced, others kept. Returns the merged frame."""
+    runs (dataset, model, condition, seed) are replaced, others kept. Returns the merged frame,
+    sorted by run (dataset, model, condition, seed; a stable sort, so each run's items keep
+    their order): the file's bytes do not depend on which runs were merged when."""
     missing = [c for c in ALL_ITEM_COLUMNS if c not in items.columns]
     extra = [c for c in items.columns if c not in ALL_ITEM_COLUMNS + OPTIONAL_ITEM_COLUMNS]
     if missing or extra:
@@ -975,6 +977,9 @@ def update_items_file(path: str | Path, items: pd.DataFrame) -> pd.DataFrame:
         merged = pd.concat([old[keep], items], ignore_index=True)
     else:
         merged = items.reset_index(drop=True)
+    key = merged[RUN_COLUMNS].astype(str)
+    key["seed"] = pd.to_numeric(merged["seed"])
+    merged = merged.iloc[key.sort_values(RUN_COLUMNS, kind="mergesort").index].reset_index(drop=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.parquet")
     merged.to_parquet(tmp, index=False)

@@ -50,6 +50,7 @@ num_items_in_batch)`` and its collator, so other objectives (KRSL) reuse the sam
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import shutil
@@ -669,13 +670,15 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
     rd = paths.run_dir(cfg["profile"], dataset, model_name, condition, seed)
     keys = run_keys(condition)
     out_name = "model" if cfg["method"] == "full" else "adapter"
-    if not force and config.is_fresh(rd, cfg, keys) and (rd / out_name).exists():
+    inputs = traces.run_inputs(cfg, dataset, condition)
+    fp = config.fingerprint(cfg, keys, stage="sft", inputs=inputs)
+    if not force and config.stamp_hash(rd) == fp["hash"] and (rd / out_name).exists():
         return rd
     rd.mkdir(parents=True, exist_ok=True)
     (rd / config.STAMP).unlink(missing_ok=True)
     if force and (rd / "checkpoints").exists():
         shutil.rmtree(rd / "checkpoints")
-    run_hash = config.config_hash(cfg, keys)
+    run_hash = fp["hash"]  # config, code and trace set: a checkpoint of other work is not resumed
     resume = prepare_checkpoints(rd, run_hash)
 
     try:
@@ -740,24 +743,43 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
         "wall_time_s": wall, "tokens_per_s": session_tokens / wall if wall > 0 else None,
         "trainable_params": trainable, "total_params": total,
     }
-    return save_run(rd, model, tok, out_name, hist, metrics, cfg, keys, run=run_info)
+    return save_run(rd, model, tok, out_name, hist, metrics, cfg, keys, stage="sft", inputs=inputs,
+                    run=run_info)
 
 
 def save_run(rd: Path, model, tok, out_name: str, hist, metrics: Mapping[str, Any],
-             cfg: Mapping[str, Any], keys, **stamp_extra: Any) -> Path:
+             cfg: Mapping[str, Any], keys, *, stage: str, inputs, **stamp_extra: Any) -> Path:
     """Write a finished run: the adapter (or full model) in ``rd/out_name``, the tokenizer,
-    the loss curve, the metrics, and last the stamp that marks the run complete."""
+    the loss curve, the metrics, and last the stamp (:func:`helpers.config.write_stamp` of
+    ``stage`` with the ``inputs`` it read) that marks the run complete."""
     out_dir = rd / out_name
     if out_dir.exists():
         shutil.rmtree(out_dir)
     model.save_pretrained(out_dir)
+    sort_adapter_config(out_dir)
     if out_name == "model":
         tok.save_pretrained(out_dir)
     tok.save_pretrained(rd / "tokenizer")
     config.write_json(rd / "log_history.json", hist)
     config.write_json(rd / "metrics.json", metrics)
-    config.write_stamp(rd, cfg, keys, **stamp_extra)
+    config.write_stamp(rd, cfg, keys, stage=stage, inputs=inputs, **stamp_extra)
     return rd
+
+
+def sort_adapter_config(out_dir: str | Path) -> None:
+    """Rewrite a saved ``adapter_config.json`` with ``target_modules`` sorted: peft keeps
+    them in a set, whose order changes from one process to the next, so two identical runs
+    would write different bytes. (No-op for a full model.)"""
+    p = Path(out_dir) / "adapter_config.json"
+    if not p.exists():
+        return
+    with open(p) as f:
+        ac = json.load(f)
+    if isinstance(ac.get("target_modules"), list):
+        ac["target_modules"] = sorted(ac["target_modules"])
+    with open(p, "w") as f:
+        json.dump(ac, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 def load_trained(run_dir: str | Path, device: str | None = None, model_name: str | None = None):

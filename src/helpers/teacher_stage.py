@@ -107,6 +107,18 @@ def _write(frame: pd.DataFrame, path: Path) -> None:
     traces._write_jsonl(frame, path.with_suffix(".jsonl"))
 
 
+def stage_inputs(cfg: Mapping[str, Any], dataset: str) -> dict[str, Path]:
+    """The files the stage reads for ``dataset`` (its stamp hashes their content): the data
+    stage's splits, and a teacher (or summariser) trace file given by ``path``."""
+    out = dict(traces.data_inputs(cfg, dataset))
+    for key in ("teacher", "teacher_summariser"):
+        spec = cfg.get(key)
+        if isinstance(spec, Mapping) and spec.get("backend") == "file" and not is_synthetic(spec):
+            path = str(spec.get("path")).replace("{dataset}", dataset)
+            out[f"{key}:{path}"] = Path(path)
+    return out
+
+
 def prepare_teacher(cfg: Mapping[str, Any], force: bool = False, *, progress: bool = False) -> dict[str, Any]:
     """Run the teacher stage for every dataset of ``cfg`` (module docstring); ``{}`` when the
     profile names no teacher. Skipped per dataset when its stamp matches :data:`STAGE_KEYS`
@@ -135,7 +147,9 @@ def prepare_teacher(cfg: Mapping[str, Any], force: bool = False, *, progress: bo
         files = [d / "teacher.parquet", d / "teacher_set.parquet",
                  traces.teacher_test_path(cfg["profile"], ds),
                  *(traces.train_path(cfg["profile"], ds, c) for c in conds)]
-        if (not force and config.is_fresh(d, cfg, STAGE_KEYS) and all(p.exists() for p in files)
+        inputs = stage_inputs(cfg, ds)
+        if (not force and config.is_fresh(d, cfg, STAGE_KEYS, stage="teacher", inputs=inputs)
+                and all(p.exists() for p in files)
                 and not config.read_json(d / config.STAMP)["summary"].get("transport_failures")):
             out[ds] = {"dir": d, "skipped": True, "summary": config.read_json(d / config.STAMP)["summary"]}
             continue
@@ -218,7 +232,7 @@ def prepare_teacher(cfg: Mapping[str, Any], force: bool = False, *, progress: bo
                                          for st, n in summ[k]["status"].items() if st in TC.TRANSPORT_FAILURES)
         cites = TC.fact_citation(tset)
         summ["citation"] = TC.citation_summary(cites).to_dict("records")
-        config.write_stamp(d, cfg, STAGE_KEYS, summary=summ)
+        config.write_stamp(d, cfg, STAGE_KEYS, stage="teacher", inputs=inputs, summary=summ)
         out[ds] = {"dir": d, "skipped": False, "summary": config.read_json(d / config.STAMP)["summary"]}
     return out
 

@@ -539,7 +539,8 @@ def prepare_traces(cfg: Mapping[str, Any], force: bool = False, *, progress: boo
         d = traces_dir(cfg["profile"], ds)
         files = {c: train_path(cfg["profile"], ds, c) for c in conds}
         entry = {"dir": d, "train": files, "test": test_path(cfg["profile"], ds)}
-        if (not force and config.is_fresh(d, cfg, TRACE_KEYS)
+        inputs = data_inputs(cfg, ds)
+        if (not force and config.is_fresh(d, cfg, TRACE_KEYS, stage="traces", inputs=inputs)
                 and all(p.exists() for p in [*files.values(), entry["test"]])):
             entry["skipped"] = True
             entry["summary"] = config.read_json(d / config.STAMP).get("summary", {})
@@ -569,10 +570,24 @@ def prepare_traces(cfg: Mapping[str, Any], force: bool = False, *, progress: boo
             from . import decompose
 
             extra["punkt"] = decompose.punkt_source()
-        config.write_stamp(d, cfg, TRACE_KEYS, summary=summ, labels=list(labels), **extra)
+        config.write_stamp(d, cfg, TRACE_KEYS, stage="traces", inputs=inputs, summary=summ,
+                           labels=list(labels), **extra)
         entry.update(skipped=False, summary=summ)
         out[ds] = entry
     return out
+
+
+def data_inputs(cfg: Mapping[str, Any], dataset: str) -> dict[str, Path]:
+    """The data-stage files the trace stage of ``dataset`` reads (its stamp hashes their
+    content): ``data/<profile>/<dataset>/{train,test}.parquet``."""
+    d = paths.data_dir(cfg["profile"], dataset)
+    return {f"data/{dataset}/{s}.parquet": d / f"{s}.parquet" for s in ("train", "test")}
+
+
+def run_inputs(cfg: Mapping[str, Any], dataset: str, condition: str) -> dict[str, Path]:
+    """The trace files a run of ``condition`` trains on (an SFT run's stamp hashes their
+    content): its training set (parquet; the jsonl is a copy for readers)."""
+    return {f"traces/{dataset}/{condition}_train.parquet": train_path(cfg["profile"], dataset, condition)}
 
 
 def _babi_labels(cfg: Mapping[str, Any]) -> tuple[str, ...]:
