@@ -1,4 +1,4 @@
-"""The teacher family in the pipeline (issue 17): the stage of 03_traces
+"""The teacher family in the pipeline: the stage of 03_traces
 (helpers.teacher_stage), the test file per condition, the items' test_set column, the
 answer-only scoring of the teacher conditions, the grid of 04 and the analysis of 06."""
 import json

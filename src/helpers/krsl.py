@@ -109,7 +109,7 @@ def align(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[str, int |
     way (``"ab"`` vs ``"c"``: it substitutes ``a`` and deletes ``b``), and ties decide which
     tokens are key: on the quick profile's dual pairs its masks differ from these on 38 of 128
     CoTempQA pairs (which ``19`` of two years is matched), 10 of 48 bAbI and 3 of 48 MS MARCO
-    pairs, so the KRSL weights, and the runs, would change (docs/notes/nbplots.md).
+    pairs, so the KRSL weights, and the runs, would change.
     """
     a, b = list(a), list(b)
     n, m = len(a), len(b)

@@ -67,7 +67,7 @@ from .templates import (ANSWER_CLOSE, ANSWER_OPEN, CLASSIFICATION, DATASETS, RET
                         THINK_CLOSE, THINK_OPEN, render_answer)
 
 # Conditions whose training target contains a trace (the analysis filters on this).
-# The reasoning-teacher conditions (issue 17) train a free-prose think text (the teacher's trace,
+# The reasoning-teacher conditions train a free-prose think text (the teacher's trace,
 # its summary, a post-hoc explanation, another problem's trace): they have a trace target, but
 # the think text has no classification or retrieval step to check, so only their answers are
 # scored (``trace_scored`` False, steps not scored, the step failure classes not counted).
@@ -842,7 +842,7 @@ def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condit
     The original scanned ``{category}_test.csv`` for CoTempQA (so only rows of the item's
     category) and the one ``test.csv`` for bAbI / MS MARCO (every row). Without
     ``join_rows`` the scanned rows are ``gold``'s, in ``gold``'s order (for the project's
-    test split: the order of the source files, see docs/notes; the original's CSVs list the
+    test split: the order of the source files; the original's CSVs list the
     same CoTempQA test rows in the order ``sample(frac=0.2, random_state=42)`` drew them, so
     where two rows of a category share an answer the two orders can pick different rows).
     ``join_order``: the gold ids in the order to scan them (:func:`original_order`: the

@@ -1,5 +1,5 @@
 """Reasoning-teacher traces: one interface, three backends, a resumable call cache, and the
-sets derived from the teacher's traces (issue 17, the study's second comparison).
+sets derived from the teacher's traces (the study's second comparison).
 
 A *teacher* answers every problem with a reasoning trace and an answer. Three backends
 produce the same records:

@@ -1,4 +1,4 @@
-"""The reasoning-teacher stage (issue 17) and its analysis: the glue between
+"""The reasoning-teacher stage and its analysis: the glue between
 :mod:`helpers.teacher` (backends, cache, derived sets) and the notebooks.
 
 The stage is the last section of ``03_traces``; it runs only when the profile names a
@@ -43,7 +43,7 @@ TEACHER_KEYS = ["teacher", "teacher_summariser", "teacher_conditions", "teacher_
 STAGE_KEYS = [k for k in traces.TRACE_KEYS if k != "conditions"] + TEACHER_KEYS
 SYNTHETIC = "synthetic"  # ``{backend: file, path: synthetic}``: the stand-in teacher (not a model)
 
-# The original study's figures (issue 17; CoTempQA, Qwen3-1.7B students, in percent).
+# The original study's figures (CoTempQA, Qwen3-1.7B students, in percent).
 ORIGINAL_TEACHER_EM = {"equal": 94.5, "overlap": 86.4, "during": 80.8, "mix": 41.0}
 ORIGINAL_STUDENT_EM = {
     "teacher": {"equal": 81.7, "mix": 56.5, "overlap": 62.8, "during": 60.3},

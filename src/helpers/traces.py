@@ -64,7 +64,7 @@ CONDITIONS = ("vanilla", "correct", "incorrect", "incorrect_class", "incorrect_i
 TRACE_CONDITIONS = ("correct", "incorrect", "incorrect_class", "incorrect_ir", "shuffled")
 # Conditions trained from other conditions' files (krsl: the (correct, incorrect) pairs).
 DERIVED_CONDITIONS = {"krsl": ("correct", "incorrect")}
-# The reasoning-teacher family (issue 17; written by helpers.teacher_stage, the last section of
+# The reasoning-teacher family (written by helpers.teacher_stage, the last section of
 # 03_traces, only when the profile names a ``teacher``): trained on the teacher set's training
 # split, evaluated on its test split (``teacher_test.parquet``), never on ``test.parquet``.
 TEACHER_FAMILY = ("teacher", "teacher_summary", "teacher_posthoc", "teacher_swapped",
