@@ -174,7 +174,8 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -201,7 +202,7 @@ def code_hashes(stage: str) -> dict[str, str]:
     out = {}
     for name in STAGE_MODULES[stage]:
         for p in _module_files(name):
-            out[p.relative_to(SOURCE_DIR).as_posix()] = _sha256_file(p)
+            out[p.relative_to(SOURCE_DIR).as_posix()] = sha256_file(p)
     return dict(sorted(out.items()))
 
 
@@ -213,11 +214,11 @@ def input_hashes(files: Mapping[str, str | Path] | Iterable[str | Path]) -> dict
     for name, p in items:
         p = Path(p)
         if p.is_file():
-            out[str(name)] = _sha256_file(p)
+            out[str(name)] = sha256_file(p)
         elif p.is_dir():
             h = hashlib.sha256()
             for x in sorted(x for x in p.rglob("*") if x.is_file()):
-                h.update(x.relative_to(p).as_posix().encode() + b"\0" + _sha256_file(x).encode())
+                h.update(x.relative_to(p).as_posix().encode() + b"\0" + sha256_file(x).encode())
             out[str(name)] = h.hexdigest()
         else:
             out[str(name)] = "missing"

