@@ -128,3 +128,14 @@ def test_token_cell_explains_a_missing_secret(tmp_path, capsys):
     assert _run_token_cell(tmp_path, None) == "None"
     out = capsys.readouterr().out
     assert "No HF_TOKEN (SecretNotFoundError" in out and "key icon" in out and "licence" in out
+
+
+def test_every_notebook_has_exactly_one_parameters_cell():
+    """papermill injects parameters after the one cell tagged `parameters`; the launcher's is
+    its first code cell (REPO), the numbered notebooks' the profile keys."""
+    for nb_path in sorted(paths.NOTEBOOKS.glob("*.ipynb")):
+        cells = json.loads(nb_path.read_text())["cells"]
+        tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, f"{nb_path.name}: {len(tagged)} cells tagged 'parameters'"
+    first = _cells()[0]
+    assert "parameters" in first["metadata"].get("tags", []) and "REPO = " in "".join(first["source"])
