@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from helpers import paths, rescore as rs
-from helpers.scoring import (JoinRow, answer_scores, cotemp_rule_table, cotempqa_entities,
+from helpers.scoring import (answer_scores, cotemp_rule_table, cotempqa_entities,
                              cotempqa_official, extract_answer_compat, label_from_reasoning,
                              original_em, score_items)
 from helpers.templates import CLASSIFICATION, RETRIEVAL, render_trace

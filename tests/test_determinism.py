@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from helpers import config, paths
 
 PROVENANCE = {"stamp.json", "predictions.stamp.json", "config.json", "metrics.json",

@@ -104,7 +104,7 @@ def test_no_widget_outside_a_kernel():
 # the trainer and generation report through it
 # --------------------------------------------------------------------------------------
 def test_trainer_reports_steps(tmp_path, capsys):
-    from helpers import config, models, sft
+    from helpers import config, sft
 
     cfg = config.load_profile("smoke")
     cfg.update(max_steps=5, batch_size=2, grad_accum=1)

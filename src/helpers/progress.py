@@ -236,6 +236,16 @@ class Progress:
             self.bar.close()
 
 
+def over(items, desc: str, enabled: bool = True):
+    """``items`` with a tqdm bar headed ``desc`` when ``enabled`` (a stage's loop over datasets),
+    else ``items`` as they are."""
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc)
+
+
 def mtime(path) -> float | None:
     """Modification time of ``path`` (None when missing): a loop over runs compares it before
     and after a run to tell a skipped (fresh) run from one that worked (:meth:`Progress.skip`)."""

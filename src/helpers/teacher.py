@@ -76,10 +76,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from . import templates as T
+from . import traces as TR
 from .scoring import as_list, answer_scores, parse_output
 
 # The original study's request texts (facts carried over byte for byte).
@@ -916,7 +916,7 @@ def synthetic_teacher(problems: pd.DataFrame, dataset: str, *, seed: int = 0,
         ctx = [str(c) for c in as_list(r["context"])]
         facts = [ctx[int(i)] for i in as_list(r["relevant"])]
         gold = [str(a) for a in as_list(r["answers"])]
-        wrong = _seeded_rng(seed, "synthetic_teacher", dataset, r["id"]).random() < wrong_share
+        wrong = TR._rng(seed, "synthetic_teacher", dataset, r["id"]).random() < wrong_share
         answer = SYNTHETIC_WRONG_ANSWER if wrong else ", ".join(gold)
         quoted = " ".join(facts) if facts else "No single fact settles it."
         rows.append({"id": str(r["id"]),
@@ -989,21 +989,12 @@ def resplit(df: pd.DataFrame, *, test_frac: float = RESPLIT_TEST_FRAC, seed: int
     return out
 
 
-def _seeded_rng(seed: int, *parts: Any) -> np.random.Generator:
-    h = hashlib.sha256("\x1f".join(map(str, (seed, *parts))).encode()).digest()
-    return np.random.default_rng(int.from_bytes(h[:8], "little"))
-
-
 def derangement(n: int, seed: int, *, stream: str = "teacher_swapped") -> list[int]:
     """A seeded permutation ``d`` of ``range(n)`` with ``d[i] != i`` for every ``i``
-    (uniform over derangements: rejection sampling, about e tries)."""
+    (uniform over derangements: :func:`helpers.traces.random_derangement`)."""
     if n < 2:
         raise ValueError(f"a derangement needs at least 2 items, got {n}")
-    rng = _seeded_rng(seed, stream, n)
-    while True:
-        d = rng.permutation(n)
-        if not np.any(d == np.arange(n)):
-            return [int(x) for x in d]
+    return TR.random_derangement(TR._rng(seed, stream, n), n)
 
 
 def swap_traces(tset: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -1039,7 +1030,6 @@ def build_teacher_condition(tset: pd.DataFrame, dataset: str, condition: str, se
     ``teacher_summary`` / ``teacher_posthoc``), in the columns of
     :data:`helpers.traces.COLUMNS` (the user message is the student's, as in every other
     condition). A problem whose think text is missing is an error naming it."""
-    from . import traces
 
     if condition not in TEACHER_CONDITIONS:
         raise ValueError(f"unknown teacher condition {condition!r}; expected one of {TEACHER_CONDITIONS}")
@@ -1062,7 +1052,7 @@ def build_teacher_condition(tset: pd.DataFrame, dataset: str, condition: str, se
                      "corrupted_steps": ["swapped"] if condition == "teacher_swapped" else [], "note": note,
                      "source_id": r.get("swapped_from", r["id"]),
                      "flags": [str(f) for f in as_list(r.get("flags"))]})
-    return pd.DataFrame(rows, columns=traces.COLUMNS)
+    return pd.DataFrame(rows, columns=TR.COLUMNS)
 
 
 def fact_citation(df: pd.DataFrame, trace_column: str = "teacher_trace", *, casefold: bool = False) -> pd.DataFrame:

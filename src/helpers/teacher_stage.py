@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import pandas as pd
 
 from . import config, paths, teacher as TC, traces
+from .progress import over
 
 # The profile keys of the teacher comparison (flat, in every profile and parameters cell).
 TEACHER_KEYS = ["teacher", "teacher_summariser", "teacher_conditions", "teacher_resplit_seed",
@@ -136,13 +137,7 @@ def prepare_teacher(cfg: Mapping[str, Any], force: bool = False, *, progress: bo
     system = cfg.get("teacher_system")
     rendering = traces.T.check_rendering(cfg.get("rendering"))
     out: dict[str, Any] = {}
-    datasets = list(cfg["datasets"])
-    it = datasets
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(datasets, desc="teacher stage")
-    for ds in it:
+    for ds in over(list(cfg["datasets"]), "teacher stage", progress):
         d = teacher_dir(cfg["profile"], ds)
         files = [d / "teacher.parquet", d / "teacher_set.parquet",
                  traces.teacher_test_path(cfg["profile"], ds),

@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from . import config, paths
+from .progress import over
 from .scoring import as_list
 from . import templates as T
 
@@ -245,6 +246,15 @@ def warmup_for_run(cfg: Mapping[str, Any], dataset: str, condition: str) -> floa
     return w if w < 1 else int(w)
 
 
+def random_derangement(rng: np.random.Generator, n: int) -> list[int]:
+    """A permutation ``d`` of ``range(n)`` with no ``d[i] == i``, drawn from ``rng``: rejection
+    sampling, uniform over derangements, about e tries."""
+    while True:
+        d = rng.permutation(n)
+        if not np.any(d == np.arange(n)):
+            return [int(x) for x in d]
+
+
 def _derangement(keys: Sequence[Any], seed: int, dataset: str) -> tuple[list[int], list[bool]]:
     """A seeded derangement ``d`` (problem ``i`` takes the trace of ``d[i] != i``) that also
     avoids donors whose trace equals the problem's own where any swap allows it; the second
@@ -253,11 +263,7 @@ def _derangement(keys: Sequence[Any], seed: int, dataset: str) -> tuple[list[int
     if n < 2:
         raise ValueError(f"{dataset}: shuffled traces need at least 2 problems, got {n}")
     rng = _rng(seed, dataset, "shuffled")
-    while True:  # rejection sampling: uniform over derangements, ~e tries
-        d = rng.permutation(n)
-        if not np.any(d == np.arange(n)):
-            break
-    d = d.tolist()
+    d = random_derangement(rng, n)
     for i in range(n):
         if keys[d[i]] != keys[i]:
             continue
@@ -529,13 +535,7 @@ def prepare_traces(cfg: Mapping[str, Any], force: bool = False, *, progress: boo
     """
     conds = trained_conditions(cfg)
     out: dict[str, Any] = {}
-    datasets = list(cfg["datasets"])
-    it = datasets
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(datasets, desc="trace sets")
-    for ds in it:
+    for ds in over(list(cfg["datasets"]), "trace sets", progress):
         d = traces_dir(cfg["profile"], ds)
         files = {c: train_path(cfg["profile"], ds, c) for c in conds}
         entry = {"dir": d, "train": files, "test": test_path(cfg["profile"], ds)}
