@@ -161,10 +161,13 @@ def read_json(path: str | Path) -> Any:
 SOURCE_DIR = Path(__file__).resolve().parent  # the helpers package the code hash reads
 
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
-    "data": ("data", "decompose", "synthetic", "hub"),
-    "decompose": ("decompose",),  # 02's variants.parquet / decomposition.json
-    "traces": ("traces", "decompose", "templates", "scoring"),
-    "teacher": ("teacher_stage", "teacher", "traces", "decompose", "templates", "scoring",
+    # qa/ (a folder: every file of the package) holds the datasets' loaders, generators, rules,
+    # sentences and hooks; 01 and 02 re-run on any edit there (their outputs then compare equal
+    # unless the edit changed them, and the stages after key on those outputs' content)
+    "data": ("data", "qa", "hub"),
+    "decompose": ("decompose", "data", "qa"),  # 02: problems/, variants.parquet, decomposition.json
+    "traces": ("traces", "decompose", "qa", "templates", "scoring"),
+    "teacher": ("teacher_stage", "teacher", "traces", "decompose", "qa", "templates", "scoring",
                 "generate", "models", "model_configs", "chat", "chat_templates"),
     "sft": ("sft", "models", "model_configs", "chat", "chat_templates", "templates", "traces"),
     "krsl": ("krsl", "sft", "models", "model_configs", "chat", "chat_templates", "templates",
@@ -188,7 +191,7 @@ def _module_files(name: str) -> list[Path]:
     if p.is_file():
         return [p]
     d = SOURCE_DIR / name
-    if d.is_dir():  # a data folder of the package (chat_templates/, model_configs/)
+    if d.is_dir():  # a subpackage (qa/) or a data folder (chat_templates/, model_configs/)
         return sorted(x for x in d.rglob("*") if x.is_file() and "__pycache__" not in x.parts)
     raise FileNotFoundError(f"helpers has no module or folder {name!r} (in {SOURCE_DIR}); "
                             "fix config.STAGE_MODULES")

@@ -278,7 +278,7 @@ def preflight(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     todo: list[tuple[str, str, str, str, str | None, bool]] = []
     if cfg.get("data_source") == "hub":
         for ds in cfg.get("datasets") or []:
-            h = data.HUB[ds]
+            h = data.hub_pin(ds)
             todo.append(("dataset", ds, h["repo"], "dataset", h["revision"], False))
     for m in cfg.get("models") or []:
         info = models.model_info(m)

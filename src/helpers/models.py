@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import config, hub, paths
+from . import config, hub, paths, qa
 from .config import offline
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -203,7 +203,7 @@ def _tiny_corpus() -> list[str]:
              "NUMERIC ENTITY LOCATION PERSON single-supporting-fact two-supporting-facts counting "
              "yes no apple football milk took picked dropped left the answer question context")
     lines = [T.SYSTEM_PROMPT.format(name="Tiny"), T.USER_TEMPLATE, words]
-    for d in T.DATASETS:
+    for d in qa.DATASETS:  # the built-in datasets (the tiny tokenizer's corpus is fixed)
         lines += [T.CLASSIFICATION[d].format(label="equal"), T.RETRIEVAL[d].format(facts="['a', 'b']")]
     lines += [T.render_trace("cotempqa", "equal", ["Mary holds the position of mayor from 2001 to 2005."],
                              "['mayor']")]

@@ -40,10 +40,16 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from . import paths, scoring
-from .templates import DATASETS
+from . import paths, qa, scoring
 
-COTEMPQA_CATEGORIES = ("equal", "overlap", "during", "mix")
+
+def _file_categories(dataset: str) -> tuple[str, ...]:
+    """The categories the original kept one test file each for (CoTempQA's scenarios; none
+    for a dataset with one test file)."""
+    spec = qa.get(dataset)
+    return spec.label_set() if spec.original_files_per_category else ()
+
+
 KNOWN_CONDITIONS = tuple(sorted(scoring.TRACE_CONDITIONS | {"vanilla", "untrained"}))
 
 
@@ -165,12 +171,14 @@ def _relevant_indices(context: list[str], wanted: list[str]) -> tuple[list[int],
 def original_to_frames(records: Sequence[tuple[int, dict]], dataset: str, path: Path,
                        category: str | None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(predictions, gold rows, gold-issue counts) from the original's format."""
-    if dataset == "cotempqa" and category is None:
+    spec = qa.get(dataset)
+    if spec.original_files_per_category and category is None:
         folder = path.parent.name
-        if folder in COTEMPQA_CATEGORIES:
+        if folder in _file_categories(dataset):
             category = folder
         else:
-            raise RescoreError(f"{path}: CoTempQA needs --category (one of {COTEMPQA_CATEGORIES}); "
+            raise RescoreError(f"{path}: {spec.display_name} needs --category (one of "
+                               f"{_file_categories(dataset)}); "
                                f"the original stored it as the folder name, here {folder!r}")
     issues = {"relevant_not_in_context": 0, "no_relevant_field": 0, "answer_in_no_fact": 0}
     preds, gold = [], []
@@ -190,8 +198,8 @@ def original_to_frames(records: Sequence[tuple[int, dict]], dataset: str, path: 
         if not question:
             raise RescoreError(f"{where}: no 'question' field and none found in 'input'")
         meta: dict[str, Any] = {"source_line": lineno}
-        if dataset == "cotempqa":
-            context = _listish(obj.get("facts"))
+        if spec.original_relevant_by_answer:  # CoTempQA: facts, triple_element, answer facts
+            context = _listish(obj.get(spec.original_context_field))
             if context is None:
                 context = _context_from_prompt(prompt)
             if context is None:
@@ -213,7 +221,7 @@ def original_to_frames(records: Sequence[tuple[int, dict]], dataset: str, path: 
             cat = category if category is not None else obj.get("query_type")
             if cat is None:
                 raise RescoreError(f"{where}: no 'query_type' (the category); pass --category")
-            order = ("reasoning", "answer_passage") if dataset == "babi" else ("answer_passage", "reasoning")
+            order = spec.original_relevant_fields
             field = next((f for f in order if obj.get(f) not in (None, "", [])), None)
             if field is None:
                 issues["no_relevant_field"] += 1
@@ -223,7 +231,7 @@ def original_to_frames(records: Sequence[tuple[int, dict]], dataset: str, path: 
                 wanted = _listish(value)
                 if wanted is None:
                     value = str(value)
-                    wanted = value.split("\n") if dataset == "babi" else [value]
+                    wanted = value.split("\n") if spec.original_relevant_lines else [value]
                 relevant, unmatched = _relevant_indices(context, wanted)
                 issues["relevant_not_in_context"] += unmatched
         rid = f"{path.name}:{lineno}"
@@ -308,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                "project's runs/.../predictions.jsonl (id, prediction) together with --gold. "
                "Tables are [[A and T, A and not T], [not A and T, not A and not T]].",
     )
-    p.add_argument("--dataset", choices=DATASETS, help="which dataset's scorer (required "
+    p.add_argument("--dataset", choices=qa.names(), help="which dataset's scorer (required "
                    "unless --original-dir)")
     p.add_argument("--predictions", type=Path, metavar="FILE",
                    help="JSON-lines prediction file (original format, or the project's with --gold)")
@@ -461,8 +469,8 @@ def original_layout(root: Path) -> list[dict]:
                 gold_dir = root / "data" / data / ("sft_dataset_reasoning_with_facts_chat_template"
                                                    if suffix else "sft_dataset_chat_template")
                 files = []
-                if dataset == "cotempqa":
-                    for cat in COTEMPQA_CATEGORIES:
+                if _file_categories(dataset):
+                    for cat in _file_categories(dataset):
                         f = root / "results" / res / "evaluation_outputs" / cat / f"{adapter}.json"
                         if f.exists():
                             files.append((cat, f, gold_dir / f"{cat}_test.csv"))
@@ -647,8 +655,8 @@ def gold_trace_files(root: Path) -> dict[str, list[tuple[str | None, Path]]]:
                                   "babi/with_facts"))):
         for sub in subdirs:
             d = root / sub
-            if ds == "cotempqa":
-                files = [(c, d / f"{c}_test.csv") for c in COTEMPQA_CATEGORIES if (d / f"{c}_test.csv").exists()]
+            if _file_categories(ds):
+                files = [(c, d / f"{c}_test.csv") for c in _file_categories(ds) if (d / f"{c}_test.csv").exists()]
             else:
                 files = [(None, d / "test.csv")] if (d / "test.csv").exists() else []
             if files:
@@ -681,7 +689,7 @@ def script_on_gold_traces(root: Path, work: Path | None = None) -> pd.DataFrame:
                 for k, r in enumerate(df.to_dict("records")):
                     msgs = ast.literal_eval(r["messages"])
                     target = "assistant\n" + str(msgs[-1]["content"])
-                    if ds == "cotempqa":
+                    if qa.get(ds).original_needs_triple:
                         gold = ast.literal_eval(r["answer"])
                         facts = ast.literal_eval(r["facts"])
                         lines.append({"input": "", "prediction": target, "gold": gold,

@@ -63,8 +63,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .templates import (ANSWER_CLOSE, ANSWER_OPEN, CLASSIFICATION, DATASETS, RETRIEVAL,
-                        THINK_CLOSE, THINK_OPEN, render_answer)
+from . import qa
+from .templates import (ANSWER_CLOSE, ANSWER_OPEN, CLASSIFICATION, RETRIEVAL, THINK_CLOSE,
+                        THINK_OPEN, render_answer)
 
 # Conditions whose training target contains a trace (the analysis filters on this).
 # The reasoning-teacher conditions train a free-prose think text (the teacher's trace,
@@ -104,22 +105,13 @@ ANSWER_RULES = ("strict", "compat")
 # "answer" is the former name of "original" (kept so old calls keep working)
 COMPAT_JOINS = ("id", "original", "answer")
 COTEMP_RULES = ("official", "answer_type")
-# The order the original's scripts scanned the labels for in a row's classification sentence.
-ORIGINAL_LABEL_SCAN = {
-    "cotempqa": ("during", "equal", "overlap", "mix"),
-    "babi": ("single-supporting-fact", "two-supporting-facts", "two-arg-relations", "counting",
-             "lists-sets", "conjunction", "time-reasoning", "basic-deduction", "basic-induction",
-             "positional-reasoning", "size-reasoning"),
-    "marco": ("description", "numeric", "entity", "location", "person"),
-}
-
 # A new user turn the model started by itself (both rules cut the answer there).
 _NEW_TURN = "answer the question based on"
 
 
-def _check_dataset(dataset: str) -> None:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+def _check_dataset(dataset: str) -> qa.DatasetSpec:
+    """The dataset's spec (its scorer hooks); an unknown dataset is an error."""
+    return qa.get(dataset)
 
 
 def ws(text: str) -> str:
@@ -593,7 +585,7 @@ def original_em(pred_answer: str, golds: Sequence[str], dataset: str) -> bool:
     more distinct answers can never be correct."""
     p = "" if pred_answer is None else str(pred_answer).lower()
     uniq = list(dict.fromkeys(str(g).lower() for g in golds))  # the original's list(set(golds))
-    if dataset == "babi":
+    if qa.get(dataset).original_em_first_gold:  # bAbI: one gold string
         uniq = uniq[:1]
     shot = any(g in p for g in uniq)
     predict = [normalize_answer(p)] if shot else []
@@ -610,13 +602,13 @@ def answer_scores(pred_answer: str, row: Mapping, dataset: str, *,
     :func:`_unescape_list_literal`; off under the original's rules). ``cotemp_rule``: the
     CoTempQA subject/object rule (:data:`COTEMP_RULES`). ``original_em_rule`` (bAbI / MS
     MARCO): the EM is :func:`original_em` (the original's substring-and-equal test)."""
-    _check_dataset(dataset)
+    spec = _check_dataset(dataset)
     _check_cotemp_rule(cotemp_rule)
     pred_answer = "" if pred_answer is None else str(pred_answer)
     golds = [str(a) for a in as_list(row["answers"])]
     if not golds:
         raise ValueError(f"row {row.get('id')!r}: no gold answers")
-    if dataset == "cotempqa":
+    if spec.answer_scorer == "cotempqa_official":
         if decode_literal:
             pred_answer = _unescape_list_literal(pred_answer)
         meta = _meta(row)
@@ -632,7 +624,7 @@ def answer_scores(pred_answer: str, row: Mapping, dataset: str, *,
     else:
         em = any(p == normalize_answer(g) for g in golds)
     f1 = max(token_f1(pred_answer, g) for g in golds)
-    rl = max(rouge_l(pred_answer, g) for g in golds) if dataset == "marco" else float("nan")
+    rl = max(rouge_l(pred_answer, g) for g in golds) if spec.rouge_l else float("nan")
     return {"em": bool(em), "f1": float(f1), "rouge_l": float(rl)}
 
 
@@ -694,17 +686,18 @@ def compat_trace(text: str, row: Mapping, dataset: str) -> dict:
     C = the gold label is a substring of sentence 1 of the trace split on "." (CoTempQA, case
     as is) or of sentence 2, lower-cased, against the lower-cased label (bAbI, MS MARCO; the
     only sentence when there is no second); R = any fact of the row verbatim in the trace."""
-    _check_dataset(dataset)
+    spec = _check_dataset(dataset)
     trace = compat_trace_text(text)
     if trace is None:
         return dict(_UNEVALUATED)
     label = "" if row["category"] is None else str(row["category"])
     sentences = trace.split(".")
-    if dataset == "cotempqa":
-        cls_ok = bool(label) and label in sentences[0]
-    else:
-        sentence = sentences[1] if len(sentences) > 1 else sentences[0]
+    k = spec.compat_label_sentence
+    sentence = sentences[k] if len(sentences) > k else sentences[0]
+    if spec.compat_label_casefold:
         cls_ok = bool(label) and label.lower() in sentence.lower()
+    else:
+        cls_ok = bool(label) and label in sentence
     ir_ok = any(str(f) in trace for f in as_list(row["context"]))
     return {"compat_evaluated": True, "cls_correct_compat": bool(cls_ok),
             "ir_correct_compat": bool(ir_ok), "trace_correct_compat": bool(cls_ok and ir_ok)}
@@ -712,11 +705,11 @@ def compat_trace(text: str, row: Mapping, dataset: str) -> dict:
 
 def label_from_reasoning(text: str, dataset: str) -> str | None:
     """The gold label the original read from a test row's classification sentence: the first
-    label of its fixed scan order (:data:`ORIGINAL_LABEL_SCAN`) contained in the lower-cased
+    label of its fixed scan order (the dataset's ``original_label_scan``) contained in the lower-cased
     text; None when none is."""
-    _check_dataset(dataset)
+    spec = _check_dataset(dataset)
     low = "" if text is None else str(text).lower()
-    return next((lab for lab in ORIGINAL_LABEL_SCAN[dataset] if lab in low), None)
+    return next((lab for lab in spec.original_label_scan if lab in low), None)
 
 
 @dataclass
@@ -783,9 +776,6 @@ def join_rows_from_gold(gold: pd.DataFrame, dataset: str) -> list[JoinRow]:
             for r in gold.to_dict("records")]
 
 
-COTEMPQA_TEST_FRAC = 0.2
-
-
 def _source_position(row: Mapping) -> tuple:
     """A row's position in its source file: ``meta.line`` when recorded, else the number at
     the end of its id (``cotempqa/<scenario>/<index>``), else its id."""
@@ -810,7 +800,8 @@ def original_order(train: pd.DataFrame, test: pd.DataFrame, dataset: str,
     is returned with the reason. On the real CoTempQA files the draw order equals the
     original's committed ``{equal,overlap,mix}_test.csv`` row for row (tests/)."""
     stored = [str(i) for i in test["id"]]
-    if dataset != "cotempqa":
+    spec = _check_dataset(dataset)
+    if not spec.original_draw_order:
         return stored, "stored: the original's draw order is reproduced for CoTempQA only"
     full = pd.concat([train, test], ignore_index=True)
     out: list[str] = []
@@ -818,7 +809,7 @@ def original_order(train: pd.DataFrame, test: pd.DataFrame, dataset: str,
         g = full[full["category"].astype(str) == cat]
         rows = sorted(g.to_dict("records"), key=_source_position)
         g = pd.DataFrame({"id": [str(r["id"]) for r in rows]})
-        drawn = g.sample(frac=COTEMPQA_TEST_FRAC, random_state=seed)["id"].tolist()
+        drawn = g.sample(frac=spec.original_test_frac, random_state=seed)["id"].tolist()
         want = set(i for i, c in zip(stored, test["category"].astype(str)) if c == cat)
         if set(drawn) != want:
             return stored, (f"stored: the draw over {len(g)} {cat} rows does not give the "
@@ -890,7 +881,7 @@ def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condit
                 rank = {str(i): k for k, i in enumerate(join_order)}
                 scan = sorted(rows, key=lambda r: rank.get(str(r["id"]), len(rank)))
             all_rows = join_rows_from_gold(pd.DataFrame(scan, columns=gold.columns), dataset)
-            if dataset == "cotempqa":  # one test file per category
+            if qa.get(dataset).original_files_per_category:  # CoTempQA: one test file per category
                 for cat in dict.fromkeys(str(r["category"]) for r in scan):
                     joins[cat] = OriginalJoin([j for j, r in zip(all_rows, scan)
                                                if str(r["category"]) == cat])
@@ -1086,7 +1077,8 @@ def cotemp_rule_em(items: pd.DataFrame, gold: pd.DataFrame, *,
     ``decode_literal`` as in :func:`answer_scores` (True for items scored with the strict
     answer rule, False for the original's)."""
     if "dataset" in items.columns:
-        items = items[items["dataset"].astype(str) == "cotempqa"]
+        official = {d for d in qa.names() if qa.get(d).answer_scorer == "cotempqa_official"}
+        items = items[items["dataset"].astype(str).isin(official)]
     by_id = {str(r["id"]): r for r in gold.to_dict("records")}
     missing = [i for i in items["id"].astype(str) if i not in by_id]
     if missing:

@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from . import paths
+from . import paths, qa
 
 ALPHA = 0.05
 CHI2_CRIT = float(sps.chi2.ppf(1 - ALPHA, 1))  # 3.841: df = 1, alpha = 0.05
@@ -73,8 +73,14 @@ TRACE_CONDITIONS = ["correct", "incorrect", "krsl", "incorrect_class", "incorrec
                     "tset_correct", "tset_incorrect"]
 #: conditions with a trace target whose steps are not scored (helpers.scoring.ANSWER_ONLY_CONDITIONS)
 ANSWER_ONLY_CONDITIONS = ["teacher", "teacher_summary", "teacher_posthoc", "teacher_swapped"]
-DATASET_ORDER = ["cotempqa", "marco", "babi"]
-DATASET_LABELS = {"cotempqa": "CoTempQA", "marco": "MS MARCO", "babi": "bAbI"}
+def dataset_order() -> list[str]:
+    """The datasets in the registry's order (helpers.qa)."""
+    return list(qa.names())
+
+
+def display_name(dataset: str) -> str:
+    """A dataset's display name (its module's ``display_name``; unknown: the name itself)."""
+    return qa.get(dataset).display_name if dataset in qa.names() else dataset
 
 #: the steps that can be crossed with the answer: name -> (items column, compat-only)
 STEPS: dict[str, tuple[str, bool]] = {
@@ -184,7 +190,7 @@ def synthetic_flags(profile: str, datasets: Sequence[str],
 
 
 def dataset_label(dataset: str, synthetic: bool = False) -> str:
-    label = DATASET_LABELS.get(dataset, dataset)
+    label = display_name(dataset)
     return f"{label} (synthetic)" if synthetic else label
 
 
@@ -204,7 +210,7 @@ def conditions_present(items: pd.DataFrame, trace_only: bool = False) -> list[st
 
 
 def datasets_present(items: pd.DataFrame) -> list[str]:
-    return _order(items["dataset"].unique(), DATASET_ORDER)
+    return _order(items["dataset"].unique(), dataset_order())
 
 
 def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -214,7 +220,7 @@ def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
     keys = []
     tmp = df.copy()
     if "dataset" in tmp:
-        rank = {d: i for i, d in enumerate(_order(tmp["dataset"].unique(), DATASET_ORDER))}
+        rank = {d: i for i, d in enumerate(_order(tmp["dataset"].unique(), dataset_order()))}
         tmp["_d"] = tmp["dataset"].map(rank)
         keys.append("_d")
     if "model" in tmp:
@@ -742,7 +748,7 @@ def compare_conditions(items: pd.DataFrame, metric: str = "answer_em",
     df["_t"] = (df["test"] == "cochran_q").astype(int)
     df["_x"] = df["cond_x"].map(cond_rank).fillna(len(cond_rank))
     df["_y"] = df["cond_y"].map(cond_rank).fillna(len(cond_rank))
-    ds_rank = {d: i for i, d in enumerate(_order(df["dataset"].unique(), DATASET_ORDER))}
+    ds_rank = {d: i for i, d in enumerate(_order(df["dataset"].unique(), dataset_order()))}
     df["_d"] = df["dataset"].map(ds_rank)
     df = df.sort_values(["_d", "model", "seed", "_t", "_x", "_y"], kind="stable")
     return df.drop(columns=["_t", "_x", "_y", "_d"]).reset_index(drop=True)

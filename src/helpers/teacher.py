@@ -78,6 +78,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
+from . import qa
 from . import templates as T
 from . import traces as TR
 from .scoring import as_list, answer_scores, parse_output
@@ -112,8 +113,7 @@ RESPLIT_TEST_FRAC = 0.2
 def teacher_prompt(row: Mapping[str, Any], dataset: str) -> str:
     """The user message the teacher answers: the study's prompt with the context facts
     newline-joined (one fact / passage / story line per line)."""
-    if dataset not in T.DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {T.DATASETS}")
+    qa.get(dataset)  # an unknown dataset is an error naming the known ones
     context = [str(c) for c in as_list(row["context"])]
     return T.USER_TEMPLATE.format(context="\n".join(context), question=str(row["question"]))
 

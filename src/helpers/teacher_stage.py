@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from . import config, paths, teacher as TC, traces
+from . import config, paths, qa, teacher as TC, traces
 from .progress import over
 
 # The profile keys of the teacher comparison (flat, in every profile and parameters cell).
@@ -43,20 +43,6 @@ TEACHER_KEYS = ["teacher", "teacher_summariser", "teacher_conditions", "teacher_
 # What the stage's outputs depend on (its stamp): the data and trace keys, and the teacher's.
 STAGE_KEYS = [k for k in traces.TRACE_KEYS if k != "conditions"] + TEACHER_KEYS
 SYNTHETIC = "synthetic"  # ``{backend: file, path: synthetic}``: the stand-in teacher (not a model)
-
-# The original study's figures (CoTempQA, Qwen3-1.7B students, in percent).
-ORIGINAL_TEACHER_EM = {"equal": 94.5, "overlap": 86.4, "during": 80.8, "mix": 41.0}
-ORIGINAL_STUDENT_EM = {
-    "teacher": {"equal": 81.7, "mix": 56.5, "overlap": 62.8, "during": 60.3},
-    "teacher_summary": {"equal": 89.0, "mix": 37.0, "overlap": 61.1, "during": 54.3},
-    "teacher_posthoc": {"equal": 84.1, "mix": 39.1, "overlap": 52.2, "during": 53.7},
-    "tset_correct": {"equal": 42.7, "mix": 0.0, "overlap": 47.8, "during": 44.3},
-    "tset_vanilla": {"equal": 81.7, "mix": 45.7, "overlap": 58.4, "during": 60.3},
-}
-# Where a verbatim quote of the relevant facts is a meaningful check (MS MARCO's "relevant"
-# is a whole passage: a reasoning trace rarely quotes one verbatim).
-CITATION_CHECKABLE = {"cotempqa": True, "babi": True, "marco": False}
-
 
 def teacher_dir(profile: str, dataset: str) -> Path:
     return paths.data_dir(profile, dataset) / "teacher"
@@ -203,7 +189,7 @@ def prepare_teacher(cfg: Mapping[str, Any], force: bool = False, *, progress: bo
             raise ValueError(f"{ds}: the teacher set leaves {len(kept)} training and {len(test)} test problems; "
                              "the teacher-family conditions need at least 2 and 1 (see the stamp's counts)")
         # 4. the trace files of the teacher-family conditions
-        labels = traces.default_labels(ds) if ds != "babi" else traces._babi_labels(cfg)
+        labels = traces.run_labels(cfg, ds)
         csumm = {}
         for c in conds:
             if c.startswith(traces.TSET_PREFIX):
@@ -258,7 +244,7 @@ def accuracy_table(stage: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for ds, e in stage.items():
         for r in e["summary"]["accuracy"]:
-            ref = ORIGINAL_TEACHER_EM.get(r["category"]) if ds == "cotempqa" else None
+            ref = qa.get(ds).reference_teacher_em.get(r["category"])
             rows.append({"dataset": ds, "category": r["category"], "n": r["n"], "answered": r["answered"],
                          "teacher EM %": round(100 * r["em"], 1), "original R1 EM %": ref})
     return pd.DataFrame(rows)
@@ -287,7 +273,7 @@ def accuracy_on_teacher_set(items: pd.DataFrame) -> pd.DataFrame:
          .agg(n=("id", "size"), em=("answer_em", "mean"), f1=("answer_f1", "mean")).reset_index())
     g["answer EM %"] = (100 * g.pop("em")).round(1)
     g["answer F1 %"] = (100 * g.pop("f1")).round(1)
-    g["original EM %"] = [ORIGINAL_STUDENT_EM.get(c, {}).get(cat) if ds == "cotempqa" else None
+    g["original EM %"] = [qa.get(ds).reference_student_em.get(c, {}).get(cat)
                           for ds, c, cat in zip(g["dataset"], g["condition"], g["category"])]
     order = {c: k for k, c in enumerate(traces.TEACHER_FAMILY)}
     g = (g.assign(_c=g["condition"].map(order), _all=g["category"] == "all")  # "all" last
@@ -340,7 +326,7 @@ def citation(cfg: Mapping[str, Any]) -> pd.DataFrame:
         if not p.exists():
             continue
         s = TC.citation_summary(TC.fact_citation(pd.read_parquet(p)))
-        rows.append(s.assign(dataset=ds, checkable=CITATION_CHECKABLE.get(ds, True)))
+        rows.append(s.assign(dataset=ds, checkable=qa.get(ds).citation_checkable))
     if not rows:
         return pd.DataFrame()
     out = pd.concat(rows, ignore_index=True)

@@ -23,7 +23,9 @@ Two renderings (the ``rendering`` parameter):
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Mapping, Sequence
+
+from . import qa
 
 SYSTEM_PROMPT = (
     "You are {name}, an AI assistant created to be helpful and honest. Your knowledge spans a "
@@ -40,38 +42,39 @@ ORIGINAL_USER_TEMPLATE = ("Answer the question based on the context:\n{context}\
 RENDERINGS = ("project", "original")
 STAGES = ("train", "test")
 
-# Classification step (C): what kind of question is this?
-CLASSIFICATION = {
-    "cotempqa": "The temporal relation between the event in question and the event in context is: {label}.",
-    "marco": "The category of the question represents what is being asked in that question. "
-             "The category of the question asked is: {label}.",
-    "babi": "The category of the question represents what is being asked in that question. "
-            "The category of the question asked is: {label}.",
-}
+class _Sentences(Mapping):
+    """``{dataset: sentence}`` over the registered datasets (each dataset module holds its two
+    sentences: ``qa.get(dataset).classification`` / ``.retrieval``)."""
 
-# Information-retrieval step (R): which facts answer it?
-RETRIEVAL = {
-    "cotempqa": "I need to use the following facts to answer the question: {facts}",
-    "marco": "I need to use the following text to answer the question: {facts}",
-    "babi": "I need to use the following text to answer the question: {facts}",
-}
+    def __init__(self, hook: str):
+        self._hook = hook
+
+    def __getitem__(self, dataset: str) -> str:
+        return getattr(qa.get(dataset), self._hook)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(qa.names())
+
+    def __len__(self) -> int:
+        return len(qa.names())
+
+
+# Classification step (C): what kind of question is this? ("... {label}.")
+CLASSIFICATION: Mapping[str, str] = _Sentences("classification")
+# Information-retrieval step (R): which facts answer it? ("... {facts}")
+RETRIEVAL: Mapping[str, str] = _Sentences("retrieval")
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
-
-DATASETS = ("cotempqa", "marco", "babi")
-
 
 def system_prompt(name: str = "SmolLM") -> str:
     return SYSTEM_PROMPT.format(name=name)
 
 
 def render_context(dataset: str, context: Sequence[str]) -> str:
-    """The context as shown in the user message: a Python list for CoTempQA / MS MARCO (as in
-    the original), one line per sentence for bAbI."""
-    if dataset == "babi":
-        return "\n".join(context)
-    return repr(list(context))
+    """The context as shown in the user message (the dataset's rendering: a Python list for
+    CoTempQA / MS MARCO, as in the original; one line per sentence for bAbI)."""
+    return qa.get(dataset).render_context(list(context))
 
 
 def render_facts(facts: Sequence[str]) -> str:
@@ -80,10 +83,9 @@ def render_facts(facts: Sequence[str]) -> str:
 
 
 def render_answer(dataset: str, answers: Sequence[str]) -> str:
-    """CoTempQA answers are a list literal (several gold answers); the others a plain string."""
-    if dataset == "cotempqa":
-        return repr(list(answers))
-    return answers[0]
+    """The answer as the target states it (the dataset's rendering: CoTempQA a list literal
+    of its several gold answers; the others a plain string)."""
+    return qa.get(dataset).render_answer(list(answers))
 
 
 def check_rendering(rendering: str | None) -> str:
@@ -95,16 +97,13 @@ def check_rendering(rendering: str | None) -> str:
 
 
 def original_separator(dataset: str, stage: str) -> str:
-    """What the original put between the question and "Only return the answer.": a space for
-    CoTempQA (training and test prompts) and bAbI training, a newline for bAbI test prompts
-    and for MS MARCO."""
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    """What the original put between the question and "Only return the answer." (the
+    dataset's ``original_separators``: a space for CoTempQA (training and test prompts) and
+    bAbI training, a newline for bAbI test prompts and for MS MARCO)."""
+    spec = qa.get(dataset)
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
-    if dataset == "cotempqa" or (dataset == "babi" and stage == "train"):
-        return " "
-    return "\n"
+    return spec.original_separators[stage]
 
 
 def render_user(dataset: str, context: Sequence[str], question: str, rendering: str = "project",
@@ -120,15 +119,14 @@ def render_user(dataset: str, context: Sequence[str], question: str, rendering: 
 
 def render_original_facts(dataset: str, facts: Sequence[str], corrupted: bool = False) -> str:
     """The cited facts as the original wrote them (``str()`` of what it cited): a list literal
-    for CoTempQA's correct trace and for bAbI (whose corrupted lines the caller lower-cases);
-    a bare string for the one fact of a CoTempQA incorrect trace and for the one MS MARCO
-    passage; ``[]`` when there is nothing to cite. (Several MS MARCO passages, possible only
-    under a non-default decomposition, stay a list literal.)"""
+    where the dataset's ``original_facts_as_list`` says so for this trace (CoTempQA's correct
+    trace, bAbI's both: its corrupted lines the caller lower-cases); else a bare string for one
+    fact (CoTempQA's incorrect fact, the one MS MARCO passage); ``[]`` when there is nothing to
+    cite. (Several facts, possible only under a non-default decomposition, stay a list
+    literal.)"""
     facts = [str(f) for f in facts]
-    if dataset == "babi" or (dataset == "cotempqa" and not corrupted):
+    if qa.get(dataset).original_facts_as_list["corrupted" if corrupted else "correct"]:
         return repr(facts)
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
     if len(facts) == 1:
         return facts[0]
     return repr(facts)

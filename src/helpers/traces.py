@@ -23,7 +23,7 @@ its incorrect CoTempQA fact as a bare string instead of a list: not reproduced t
 ``original`` renders what the original trained on (STUDY_SPEC §2), byte for byte where the
 original was deterministic: its user turn (:func:`helpers.templates.original_separator`),
 its MS MARCO answer passage (``nltk.word_tokenize`` word sets,
-:func:`helpers.decompose.marco_answer_passage`; the answer text itself for "No Answer
+:func:`helpers.qa.marco.marco_answer_passage`, which 02 writes as ``relevant_original``; the answer text itself for "No Answer
 Present.") as a bare string, and its incorrect traces: CoTempQA one random non-answer fact as a
 bare string; MS MARCO one random passage sharing fewer than 8 words with the answer passage
 (punctuation stripped from the answer passage, whitespace words) as a bare string; bAbI as
@@ -56,7 +56,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import config, paths
+from . import config, decompose, paths, qa
 from .progress import over
 from .scoring import as_list
 from . import templates as T
@@ -73,13 +73,13 @@ TEACHER_FAMILY = ("teacher", "teacher_summary", "teacher_posthoc", "teacher_swap
 TSET_PREFIX = "tset_"  # vanilla / correct / incorrect restricted to the teacher set
 TEST_SETS = ("full", "teacher")
 CORRUPTS = {"incorrect": ("label", "ir"), "incorrect_class": ("label",), "incorrect_ir": ("ir",)}
-MARCO_MAX_SHARED_WORDS = 8  # the original's MARCO rule: a wrong passage shares < 8 words with the gold one
 
 # Config keys the trace files depend on (their stamp).
 TRACE_KEYS = ["profile", "data_source", "data_dir", "n_train", "n_test", "babi_tasks", "data_seed",
               "decomposition", "rendering", "trace_seed", "conditions"]
 RENDERINGS = T.RENDERINGS
-# The original's warm-up (STUDY_SPEC §2): 0.1 for the CoTempQA trace runs, 0.03 for every other run.
+# The original's warm-up (STUDY_SPEC §2): 0.1 for the CoTempQA trace runs (its dataset module's
+# ``original_warmup_trace``), 0.03 for every other run.
 ORIGINAL_WARMUP = {"cotempqa_trace": 0.1, "other": 0.03}
 
 COLUMNS = ["id", "dataset", "condition", "user", "assistant", "trace_label", "trace_relevant",
@@ -97,8 +97,7 @@ REQUIRED = ("id", "question", "context", "answers", "category", "relevant")
 
 def _problems(df: pd.DataFrame, dataset: str) -> list[dict[str, Any]]:
     """The rows as plain dicts, checked: a malformed row is an error naming its id."""
-    if dataset not in T.DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {T.DATASETS}")
+    qa.get(dataset)  # an unknown dataset is an error naming the known ones
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{dataset}: problems lack columns {missing} (schema: docs/architecture.md)")
@@ -132,15 +131,12 @@ def _problems(df: pd.DataFrame, dataset: str) -> list[dict[str, Any]]:
 
 
 def default_labels(dataset: str, categories: Iterable[str] = ()) -> tuple[str, ...]:
-    """The label set a corrupted label is drawn from: the dataset's labels
-    (:func:`helpers.decompose.labels`); for bAbI the original's 11 tasks when every category
-    present is one of them, else all 20."""
-    from . import decompose
-
-    if dataset == "babi":
-        paper = decompose.labels("babi", "paper11")
-        return paper if set(categories) <= set(paper) else decompose.labels("babi", "all20")
-    return decompose.labels(dataset)
+    """The label set a corrupted label is drawn from (the dataset's ``corruption_labels``;
+    bAbI: the original's 11 tasks when every category present is one of them, else all 20)."""
+    spec = qa.get(dataset)
+    if spec.corruption_labels is None:
+        return spec.label_set()
+    return tuple(spec.corruption_labels(categories, None))
 
 
 def _rng(seed: int, *parts: Any) -> np.random.Generator:
@@ -161,17 +157,16 @@ def _other_label(p: Mapping[str, Any], labels: Sequence[str], seed: int, dataset
 def _wrong_facts(p: Mapping[str, Any], seed: int, dataset: str) -> tuple[list[int], str]:
     """Random non-relevant fact indices (as many as the gold facts, at least one), in context
     order, and a note when the rule could not be followed exactly."""
-    from .decompose import words
-
     ctx, rel = p["context"], p["relevant"]
     gold_text = {ctx[i] for i in rel}
     cand = [i for i in range(len(ctx)) if i not in rel and ctx[i] not in gold_text]
     if not cand:
         return list(rel), "no_irrelevant_fact"
     note = ""
-    if dataset == "marco" and rel:
-        gw = set().union(*(words(ctx[i]) for i in rel))
-        far = [i for i in cand if len(words(ctx[i]) & gw) < MARCO_MAX_SHARED_WORDS]
+    limit = qa.get(dataset).wrong_fact_max_shared_words
+    if limit is not None and rel:  # the original's MS MARCO rule: few words shared with the gold
+        gw = set().union(*(_words(ctx[i]) for i in rel))
+        far = [i for i in cand if len(_words(ctx[i]) & gw) < limit]
         if far:
             cand = far
         else:
@@ -184,53 +179,32 @@ def _wrong_facts(p: Mapping[str, Any], seed: int, dataset: str) -> tuple[list[in
     return sorted(cand[int(j)] for j in pick), note
 
 
+def _words(text: str) -> set[str]:
+    """A word set: lower-cased, whitespace-split (punctuation stays attached)."""
+    return set(str(text).lower().split())
+
+
 def _original_correct_facts(p: Mapping[str, Any], dataset: str) -> tuple[list[int], list[str]]:
     """What the original's correct trace cites: the relevant facts (CoTempQA: the facts that
-    contain a gold answer; bAbI: the supporting lines; MS MARCO: the answer passage), except
-    that an MS MARCO "No Answer Present." question cites the answer text itself."""
-    if dataset == "marco":
-        from .decompose import is_no_answer
-
-        if is_no_answer(p["answers"][0]):
-            return [], [p["answers"][0]]
+    contain a gold answer; bAbI: the supporting lines; MS MARCO: the answer passage), or the
+    dataset's own choice (``original_correct_facts``: an MS MARCO "No Answer Present."
+    question cites the answer text itself)."""
+    hook = qa.get(dataset).original_correct_facts
+    if hook is not None:
+        return hook(p)
     rel = list(p["relevant"])
     return rel, [p["context"][i] for i in rel]
 
 
 def _original_wrong_facts(p: Mapping[str, Any], seed: int, dataset: str) -> tuple[list[int], list[str], str]:
-    """The original's incorrect-trace facts (seeded here): indices, the cited texts as the
-    original wrote them, and a note (module docstring)."""
-    ctx, rel = p["context"], list(p["relevant"])
-    rng = _rng(seed, dataset, p["id"], "ir")
-    if dataset == "cotempqa":  # one random fact that is not an answer fact
-        gold = {ctx[i] for i in rel}
-        cand = [i for i in range(len(ctx)) if ctx[i] not in gold]
-        if not cand:
-            return [], [], "nothing_cited"
-        j = cand[int(rng.integers(len(cand)))]
-        return [j], [ctx[j]], ""
-    if dataset == "babi":  # k random non-supporting lines, lower-cased, in draw order
-        gold = {ctx[i].lower() for i in rel}
-        cand = [i for i in range(len(ctx)) if ctx[i].lower() not in gold]
-        k = min(len(rel), len(cand))
-        pick = [cand[int(j)] for j in rng.choice(len(cand), size=k, replace=False)] if k else []
-        note = "" if k == len(rel) else ("nothing_cited" if not k else "fewer_irrelevant_facts")
-        return pick, [ctx[i].lower() for i in pick], note
-    # MS MARCO: one passage sharing < 8 whitespace words with the answer passage, whose
-    # punctuation is stripped first (the passages keep theirs); the original's answer passage
-    # text when it cited none was "[]"
-    _, cited = _original_correct_facts(p, dataset)
-    ap = cited[0] if cited else "[]"
-    stripped = "".join(ch for ch in ap.lower() if ch.isalnum() or ch.isspace())
-    if stripped == "no answer present":
-        cand = list(range(len(ctx)))
-    else:
-        aw = set(stripped.split())
-        cand = [i for i in range(len(ctx)) if len(aw & set(ctx[i].lower().split())) < MARCO_MAX_SHARED_WORDS]
-    if not cand:
-        return [], [], "nothing_cited"
-    j = cand[int(rng.integers(len(cand)))]
-    return [j], [ctx[j]], ""
+    """The original's incorrect-trace facts (seeded here; the dataset's
+    ``original_wrong_facts``): indices, the cited texts as the original wrote them, and a note
+    (module docstring)."""
+    hook = qa.get(dataset).original_wrong_facts
+    if hook is None:
+        raise ValueError(f"dataset {dataset!r} has no original_wrong_facts hook: the original "
+                         "rendering cannot corrupt its facts")
+    return hook(p, _rng(seed, dataset, p["id"], "ir"))
 
 
 def warmup_for_run(cfg: Mapping[str, Any], dataset: str, condition: str) -> float:
@@ -241,7 +215,7 @@ def warmup_for_run(cfg: Mapping[str, Any], dataset: str, condition: str) -> floa
     used)."""
     if T.check_rendering(cfg.get("rendering")) == "original":
         trace = condition not in ("vanilla", TSET_PREFIX + "vanilla")
-        return ORIGINAL_WARMUP["cotempqa_trace" if dataset == "cotempqa" and trace else "other"]
+        return qa.get(dataset).original_warmup_trace if trace else ORIGINAL_WARMUP["other"]
     w = float(cfg.get("warmup_ratio") or 0.0)
     return w if w < 1 else int(w)
 
@@ -462,44 +436,35 @@ def trained_conditions(cfg: Mapping[str, Any]) -> list[str]:
 
 
 def load_problems(cfg: Mapping[str, Any], dataset: str, split: str) -> pd.DataFrame:
-    """The problems of a split (``helpers.data.load_split``), with the relevant facts of the
-    configured decomposition rule (``decomposition``; see 02_decompose). Under ``rendering:
-    original`` the MS MARCO default rule is the original's (``nltk.word_tokenize`` word sets,
-    :func:`helpers.decompose.marco_answer_passage`) instead of the project's whitespace words."""
-    try:
-        from . import data
-    except ImportError:
-        data = None
-    if data is not None and hasattr(data, "load_split"):
-        df = data.load_split(cfg["profile"], dataset, split)
-    else:
-        p = paths.data_dir(cfg["profile"], dataset) / f"{split}.parquet"
-        if not p.exists():
-            raise FileNotFoundError(f"{p} is missing: run 01_data for profile {cfg['profile']!r} first")
-        df = pd.read_parquet(p)
-    rule = cfg.get("decomposition") or "default"
-    if rule != "default":
-        from . import decompose
-
-        variant = decompose.resolve_variant(dataset, rule)
-        if variant != "default":
-            df = df.copy()
-            df["relevant"] = [decompose.relevant(dataset, r, variant) for r in df.to_dict("records")]
-    if (dataset == "marco" and T.check_rendering(cfg.get("rendering")) == "original"
-            and (rule == "default" or _resolve(dataset, rule) == "default")):
-        from . import decompose
-
+    """The problems of a split as 02 decomposed them (:func:`helpers.decompose.load_problems`:
+    the relevant facts of the configured rule, ``decomposition``). Under ``rendering:
+    original`` the relevant facts are those the original cites (``relevant_original``: MS
+    MARCO's nltk word sets). 02 must have run with this profile's ``decomposition``: else an
+    error naming the make target. No rule is applied here."""
+    profile = cfg["profile"]
+    made = decompose.stamp(profile).get("config", {})
+    want = cfg.get("decomposition") or "default"
+    if made.get("decomposition", "default") != want or dataset not in made.get("datasets", [dataset]):
+        raise FileNotFoundError(
+            f"the decomposed problems of profile {profile!r} were made for decomposition="
+            f"{made.get('decomposition')!r} and datasets {made.get('datasets')}, not {want!r} / "
+            f"{dataset!r}: run `make decompose PROFILE={profile}` (or notebooks/02_decompose.ipynb)")
+    df = decompose.load_problems(profile, dataset, split)
+    if T.check_rendering(cfg.get("rendering")) == "original":
         df = df.copy()
-        df["relevant"] = [decompose.marco_answer_passage([str(c) for c in as_list(r["context"])],
-                                                         [str(a) for a in as_list(r["answers"])])
-                          for r in df.to_dict("records")]
+        df["relevant"] = df["relevant_original"]
     return df
 
 
-def _resolve(dataset: str, rule: str) -> str:
-    from . import decompose
-
-    return decompose.resolve_variant(dataset, rule)
+def _original_rule(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """``df`` with the relevant facts the original rendering cites (``relevant_original``
+    when 02 wrote it; else the dataset's original rule, where it has one)."""
+    out = df.copy()
+    if "relevant_original" in df.columns:
+        out["relevant"] = df["relevant_original"]
+    elif qa.get(dataset).original_relevant is not None:
+        out["relevant"] = [decompose.original_relevant(dataset, r) for r in df.to_dict("records")]
+    return out
 
 
 def _write_jsonl(df: pd.DataFrame, path: Path) -> None:
@@ -550,7 +515,7 @@ def prepare_traces(cfg: Mapping[str, Any], force: bool = False, *, progress: boo
         (d / config.STAMP).unlink(missing_ok=True)
         train = load_problems(cfg, ds, "train")
         test = load_problems(cfg, ds, "test")
-        labels = default_labels(ds) if ds != "babi" else _babi_labels(cfg)
+        labels = run_labels(cfg, ds)
         rendering = T.check_rendering(cfg.get("rendering"))
         summ = {}
         for c in conds:
@@ -566,10 +531,9 @@ def prepare_traces(cfg: Mapping[str, Any], force: bool = False, *, progress: boo
         _write_jsonl(tframe, entry["test"].with_suffix(".jsonl"))
         summ["test"] = {"n": int(len(tframe))}
         extra = {}
-        if ds == "marco" and rendering == "original":
-            from . import decompose
-
-            extra["punkt"] = decompose.punkt_source()
+        source = qa.get(ds).original_relevant_source
+        if rendering == "original" and source is not None:
+            extra["punkt"] = source()
         config.write_stamp(d, cfg, TRACE_KEYS, stage="traces", inputs=inputs, summary=summ,
                            labels=list(labels), **extra)
         entry.update(skipped=False, summary=summ)
@@ -578,10 +542,10 @@ def prepare_traces(cfg: Mapping[str, Any], force: bool = False, *, progress: boo
 
 
 def data_inputs(cfg: Mapping[str, Any], dataset: str) -> dict[str, Path]:
-    """The data-stage files the trace stage of ``dataset`` reads (its stamp hashes their
-    content): ``data/<profile>/<dataset>/{train,test}.parquet``."""
-    d = paths.data_dir(cfg["profile"], dataset)
-    return {f"data/{dataset}/{s}.parquet": d / f"{s}.parquet" for s in ("train", "test")}
+    """The files the trace stage of ``dataset`` reads (its stamp hashes their content): the
+    problems 02 wrote, ``data/<profile>/<dataset>/problems/{train,test}.parquet``."""
+    return {f"data/{dataset}/problems/{s}.parquet": decompose.problems_path(cfg["profile"], dataset, s)
+            for s in ("train", "test")}
 
 
 def run_inputs(cfg: Mapping[str, Any], dataset: str, condition: str) -> dict[str, Path]:
@@ -590,10 +554,13 @@ def run_inputs(cfg: Mapping[str, Any], dataset: str, condition: str) -> dict[str
     return {f"traces/{dataset}/{condition}_train.parquet": train_path(cfg["profile"], dataset, condition)}
 
 
-def _babi_labels(cfg: Mapping[str, Any]) -> tuple[str, ...]:
-    from . import decompose
-
-    return decompose.labels("babi", cfg.get("babi_tasks") or "paper11")
+def run_labels(cfg: Mapping[str, Any], dataset: str) -> tuple[str, ...]:
+    """The label set the corrupted labels of ``dataset`` are drawn from in this profile (the
+    dataset's ``corruption_labels`` for the profile's ``babi_tasks``)."""
+    spec = qa.get(dataset)
+    if spec.corruption_labels is None:
+        return spec.label_set()
+    return tuple(spec.corruption_labels((), cfg.get("babi_tasks") or "paper11"))
 
 
 def load_condition(profile: str, dataset: str, condition: str) -> pd.DataFrame:
@@ -632,15 +599,7 @@ def compare_renderings(df: pd.DataFrame, dataset: str, problem_id: Any, seed: in
     one = df[df["id"] == problem_id]
     if one.empty:
         raise KeyError(f"problem {problem_id!r} not in the {dataset} problems")
-    if dataset == "marco":  # the original picks its answer passage with nltk word sets
-        from . import decompose
-
-        orig = one.copy()
-        orig["relevant"] = [decompose.marco_answer_passage([str(c) for c in as_list(r["context"])],
-                                                           [str(a) for a in as_list(r["answers"])])
-                            for r in orig.to_dict("records")]
-    else:
-        orig = one
+    orig = _original_rule(one, dataset)  # e.g. MS MARCO's answer passage by nltk word sets
     if labels is None:
         labels = default_labels(dataset, set(df["category"]))
     rows = []
@@ -664,14 +623,7 @@ def rendering_agreement(df: pd.DataFrame, dataset: str, seed: int, *,
     """For every condition, the share of problems whose training user turn and whose target
     are byte-identical under the two renderings (the MS MARCO relevant facts as each rendering
     picks them)."""
-    orig = df
-    if dataset == "marco":
-        from . import decompose
-
-        orig = df.copy()
-        orig["relevant"] = [decompose.marco_answer_passage([str(c) for c in as_list(r["context"])],
-                                                           [str(a) for a in as_list(r["answers"])])
-                            for r in df.to_dict("records")]
+    orig = _original_rule(df, dataset)
     if labels is None:
         labels = default_labels(dataset, set(df["category"]))
     rows = []
