@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 
 from helpers import paths, rescore as rs
+from helpers import qa
+import helpers.qa.babi, helpers.qa.cotempqa, helpers.qa.marco  # noqa: E401,F401
 from helpers.scoring import (answer_scores, cotemp_rule_table, cotempqa_entities,
                              cotempqa_official, extract_answer_compat, label_from_reasoning,
                              original_em, score_items)
@@ -334,7 +336,7 @@ def test_original_order_is_the_order_of_the_originals_test_csv():
     from helpers import data
     from helpers.scoring import original_order
 
-    df, _ = data.load_cotempqa_local(paths.SHARED_DATA, 42)
+    df, _ = qa.cotempqa.load_local(paths.SHARED_DATA, 42)
     train, test = df[df["split"] == "train"], df[df["split"] == "test"]
     order, how = original_order(train, test, "cotempqa", seed=42)
     assert how == "draw" and sorted(order) == sorted(test["id"])

@@ -8,8 +8,10 @@ import warnings
 import pandas as pd
 import pytest
 
-from helpers import config, data, paths
-from helpers.decompose import BABI_PAPER11, BABI_TASKS
+from helpers import config, data, decompose, paths
+from helpers import qa
+import helpers.qa.babi, helpers.qa.cotempqa, helpers.qa.marco  # noqa: E401,F401
+from helpers.qa.babi import PAPER11 as BABI_PAPER11, TASKS as BABI_TASKS
 
 SHARED = paths.SHARED_DATA
 needs_babi = pytest.mark.skipif(not (SHARED / "babi" / "en").is_dir(), reason="../shared/data/babi absent")
@@ -78,15 +80,22 @@ def _good_row(**kw):
     return r
 
 
+def _decomposed(df, ds):
+    """The rows with 02's decomposition (label, relevant, flags), indexed by id."""
+    return decompose.problems_frame(df, ds).set_index("id")
+
+
 def test_make_row_and_validate():
     df = data.frame([_good_row()])
     assert list(df.columns) == data.COLUMNS
     data.validate(df)
-    assert df.loc[0, "relevant"] == [0] and df.loc[0, "flags"] == [] and not df.loc[0, "synthetic"]
+    assert "relevant" not in df.columns and not df.loc[0, "synthetic"]  # 01 applies no rule
+    d = _decomposed(df, "babi")
+    assert d["relevant"].tolist() == [[0]] and d["flags"].tolist() == [[]]
 
 
 @pytest.mark.parametrize("change, col", [
-    ({"relevant": [5]}, "relevant"),
+    ({"dataset": "squad"}, "dataset"),
     ({"meta": "{not json"}, "meta"),
     ({"category": "qa1"}, "category"),
     ({"answers": []}, "answers"),
@@ -112,7 +121,7 @@ def test_validate_columns_and_duplicates():
 
 def test_cotempqa_local_fixture(tmp_path):
     root = write_cotempqa(tmp_path)
-    df, rep = data.load_cotempqa_local(root, seed=42)
+    df, rep = qa.cotempqa.load_local(root, seed=42)
     data.validate(df)
     # the row without facts is excluded by rule and reported with its file and line
     assert rep["excluded"] == [{"id": "cotempqa/equal/2", "reason": "missing field facts",
@@ -126,7 +135,7 @@ def test_cotempqa_local_fixture(tmp_path):
     eq = df[df["category"] == "equal"].reset_index(drop=True)
     expect = set(eq.sample(frac=0.2, random_state=42)["id"])
     assert set(eq.loc[eq["split"] == "test", "id"]) == expect
-    by_id = df.set_index("id")
+    by_id = _decomposed(df, "cotempqa")
     assert by_id.loc["cotempqa/equal/3", "flags"] == ["empty_context"]
     assert by_id.loc["cotempqa/equal/4", "flags"] == ["answer_in_no_fact"]
     assert by_id.loc["cotempqa/equal/4", "relevant"] == []
@@ -143,15 +152,15 @@ def test_malformed_jsonl_fails_with_file_and_line(tmp_path):
     lines[2] = '{"index": 2, "question": "broken'
     p.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"mix\.json:3: malformed JSON"):
-        data.load_cotempqa_local(root)
+        qa.cotempqa.load_local(root)
     (root / "cotempqa" / "mix.json").unlink()
     with pytest.raises(FileNotFoundError, match="mix.json"):
-        data.load_cotempqa_local(root)
+        qa.cotempqa.load_local(root)
 
 
 @needs_cotempqa
 def test_real_cotempqa_split_is_20_percent_per_category():
-    df, rep = data.load_cotempqa_local(SHARED, seed=42)
+    df, rep = qa.cotempqa.load_local(SHARED, seed=42)
     data.validate(df)
     assert rep["excluded"] == []
     for s in ("equal", "overlap", "during", "mix"):
@@ -169,12 +178,12 @@ def test_real_cotempqa_split_is_20_percent_per_category():
 
 def test_babi_fixture_one_sample_per_story(tmp_path):
     root = write_babi(tmp_path)
-    df, rep = data.load_babi_local(root, "paper11", seed=42)
+    df, rep = qa.babi.load_local(root, "paper11", seed=42)
     data.validate(df)
     assert rep["excluded"] == []
     assert (df["split"] == "train").sum() == 5 * 11
     assert (df["split"] == "test").sum() == 2 * 11          # floor(10% of 21) per task
-    r = df.set_index("id").loc["babi/qa4/train/3"]
+    r = _decomposed(df, "babi").loc["babi/qa4/train/3"]
     assert r["question"] == "Where is Mary3?" and r["answers"] == ["bathroom"]
     assert r["context"] == ["Mary3 moved to the bathroom.", "John3 went to the hallway."]
     assert r["relevant"] == [0] and r["category"] == "two-arg-relations"
@@ -193,27 +202,28 @@ def test_babi_malformed_line(tmp_path, bad, why):
     p = tmp_path / "qa1_single-supporting-fact_train.txt"
     p.write_text("1 Mary moved to the bathroom.\n2 John went to the hallway.\n" + bad + "\n")
     with pytest.raises(ValueError, match=rf"{p.name}:3: .*{why}"):
-        data.parse_babi(p)
+        qa.babi.parse_babi(p)
 
 
 def test_babi_story_without_question_is_reported(tmp_path):
     root = write_babi(tmp_path, tasks=BABI_PAPER11)
     p = root / "babi" / "en" / "qa1_single-supporting-fact_train.txt"
     p.write_text(p.read_text() + "\n".join(_babi_story(99, qa=False)) + "\n")
-    df, rep = data.load_babi_local(root, "paper11", 42)
+    df, rep = qa.babi.load_local(root, "paper11", 42)
     assert rep["excluded"] == [{"id": "babi/qa1/train/5", "reason": "story without a question",
                                 "where": "babi/en/qa1_single-supporting-fact_train.txt"}]
 
 
 @needs_babi
 def test_real_babi_split_3773_376():
-    df, rep = data.load_babi_local(SHARED, "paper11", seed=42)
+    df, rep = qa.babi.load_local(SHARED, "paper11", seed=42)
     data.validate(df)
     assert rep["excluded"] == []
     assert (df["split"] == "train").sum() == 3773
     assert (df["split"] == "test").sum() == 376
     assert df["id"].is_unique and set(df["category"]) == {BABI_TASKS[t] for t in BABI_PAPER11}
     # the first question of each story, its supporting lines inside the context
+    df = _decomposed(df, "babi").reset_index()
     assert (df["relevant"].map(len) > 0).all()
     assert not df["flags"].map(len).any()
     r = df.set_index("id").loc["babi/qa1/train/0"]
@@ -222,7 +232,7 @@ def test_real_babi_split_3773_376():
 
 @needs_babi
 def test_real_babi_all20_option():
-    df, _ = data.load_babi_local(SHARED, "all20", seed=42)
+    df, _ = qa.babi.load_local(SHARED, "all20", seed=42)
     assert df["category"].nunique() == 20
     assert (df["split"] == "train").sum() > 3773
 
@@ -251,9 +261,10 @@ def write_marco(root):
 
 def test_marco_local_files_in_hub_schema(tmp_path):
     root = write_marco(tmp_path)
-    df, rep = data.load_marco_local(root, seed=1, per_type={"train": 3, "test": 2})
+    df, rep = qa.marco.load_local(root, seed=1, per_type={"train": 3, "test": 2})
     data.validate(df)
     assert df.groupby(["split", "category"]).size().tolist() == [2] * 5 + [3] * 5
+    df = _decomposed(df, "marco").reset_index()
     r = df[df["split"] == "train"].iloc[0]
     assert r["context"][1].startswith("The bridge") and r["relevant"] == [1]
     meta = json.loads(r["meta"])
@@ -270,9 +281,9 @@ def test_marco_local_files_in_hub_schema(tmp_path):
 
 def test_babi_hub_story_layouts():
     """A hub story as a struct of lists (the parquet conversion) or a list of line objects."""
-    cols = data._babi_hub_story({"story": {"id": ["1", "2"], "type": [0, 1], "text": ["A.", "Q?"],
+    cols = qa.babi._babi_hub_story({"story": {"id": ["1", "2"], "type": [0, 1], "text": ["A.", "Q?"],
                                            "supporting_ids": [[], ["1"]], "answer": ["", "x"]}})
-    rows = data._babi_hub_story({"story": [{"id": "1", "type": "context", "text": "A.", "supporting_ids": [], "answer": ""},
+    rows = qa.babi._babi_hub_story({"story": [{"id": "1", "type": "context", "text": "A.", "supporting_ids": [], "answer": ""},
                                            {"id": "2", "type": "question", "text": "Q?", "supporting_ids": ["1"], "answer": "x"}]})
     assert cols == rows
     assert [ln["question"] for ln in rows] == [False, True] and rows[1]["supporting"] == ["1"]
@@ -284,15 +295,15 @@ def test_hub_offline_fails_fast_naming_alternatives(monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("load_dataset called offline"))
-    for fn in (data.load_cotempqa_hub, data.load_marco_hub, data.load_babi_hub):
+    for fn in (qa.cotempqa.load_hub, qa.marco.load_hub, qa.babi.load_hub):
         with pytest.raises(data.HubUnavailable, match="HF_HUB_OFFLINE=1.*PROFILE=quick.*synthetic.*local"):
             fn()
 
 
 def test_hub_pins():
     """Every pin is a full commit id, or one of the two documented run-time resolutions."""
-    for ds, h in data.HUB.items():
-        rev = h["revision"]
+    for ds in qa.names():
+        rev = data.hub_pin(ds)["revision"]
         assert len(rev) == 40 or (ds, rev) in {("cotempqa", "9f49aba"), ("babi", "refs/convert/parquet")}, ds
 
 
@@ -327,7 +338,7 @@ def test_prepare_synthetic_writes_skips_and_cards(cfg, tmp_path, monkeypatch):
         assert (folder / "train.parquet").exists() and (folder / "stamp.json").exists()
         back = data.load_split("t", ds, "train")
         data.validate(back)
-        assert isinstance(back.loc[0, "context"], list) and isinstance(back.loc[0, "relevant"], list)
+        assert isinstance(back.loc[0, "context"], list) and isinstance(back.loc[0, "answers"], list)
         pd.testing.assert_frame_equal(back, out[ds]["train"], check_dtype=False)
     card = json.loads((tmp_path / "data" / "t" / "data_card.json").read_text())
     assert card["datasets"]["babi"]["synthetic"] is True and card["datasets"]["babi"]["source"] == "synthetic"
@@ -375,11 +386,13 @@ def test_prepare_local_caps_flags_and_marco_fallback(cfg, tmp_path):
     assert c["uncapped"]["test"] == len(cot["test"]) == sum(round(0.2 * (n - (s == "equal"))) for s, n in SIZES.items())
     # stratified: every scenario keeps train rows
     assert cot["train"]["category"].nunique() == 4
-    flagged = c["flagged"]
+    assert "flagged" not in c  # 01 applies no rule: the flags are 02's
+    flagged = decompose.run(cfg)["datasets"]["cotempqa"]["flagged"]
     for f, ids in flagged.items():
         assert ids["count"] == len(ids["ids"])
-    all_flags = pd.concat([cot["train"], cot["test"]])["flags"].explode().dropna().value_counts().to_dict()
-    assert {f: v["count"] for f, v in flagged.items()} == all_flags
+    probs = pd.concat([decompose.load_problems("t", "cotempqa", s) for s in ("train", "test")])
+    all_flags = probs["flags"].explode().dropna().value_counts().to_dict()
+    assert {f: v["count"] for f, v in flagged.items()} == all_flags and all_flags
     assert len(out["babi"]["train"]) == 12 and len(out["babi"]["test"]) == 22
     # the fallback warning is repeated when the fresh artifacts are reused
     with pytest.warns(UserWarning, match="SYNTHETIC MS MARCO"):

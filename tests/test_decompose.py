@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from helpers import config, data, decompose, paths
+from helpers import qa
+import helpers.qa.babi, helpers.qa.cotempqa, helpers.qa.marco  # noqa: E401,F401
 
 
 def _row(dataset, question, context, answers, category, meta=None, rid="r1"):
@@ -31,8 +33,8 @@ def test_cotempqa_default_is_case_sensitive_substring():
 
 
 def test_cotempqa_condition_variant_adds_the_question_event():
-    assert decompose.condition_clause(COT["question"]) == "Ada Holt was working for Redfield Labs"
-    assert decompose.condition_facts(COT) == [0]
+    assert qa.cotempqa.condition_clause(COT["question"]) == "Ada Holt was working for Redfield Labs"
+    assert qa.cotempqa.condition_facts(COT) == [0]
     assert decompose.relevant("cotempqa", COT, "condition") == [0, 1]
 
 
@@ -44,8 +46,8 @@ def test_condition_fact_needs_the_whole_object():
                 "Tom Park holds the position of auxiliary bishop from March, 2001 to June 19, 2002.",
                 "Tom Park holds the position of titular bishop from 2001 to 2002."],
                ["titular bishop"], "equal")
-    assert decompose.condition_facts(row) == [1]
-    assert decompose.parse_fact(row["context"][1]) == {"x": "Tom Park", "rel": "position", "y": "auxiliary bishop"}
+    assert qa.cotempqa.condition_facts(row) == [1]
+    assert qa.cotempqa.parse_fact(row["context"][1]) == {"x": "Tom Park", "rel": "position", "y": "auxiliary bishop"}
     # "titular bishop" is in one fact; "bishop" alone would be in three
     assert decompose.relevant("cotempqa", row) == [2]
 
@@ -71,7 +73,7 @@ def test_marco_largest_word_overlap_and_is_selected():
                {"query_type": "NUMERIC", "is_selected": [0, 0, 1, 0]})
     # answer words {built, in, 1987.} (punctuation stays attached, as in the original):
     # passage 1 shares built, in; passage 2 in, 1987.; passage 3 built, in -> a tie, the first wins
-    assert decompose.overlaps(row["context"], row["answers"][0]) == [0, 2, 2, 2]
+    assert qa.marco.overlaps(row["context"], row["answers"][0]) == [0, 2, 2, 2]
     assert decompose.relevant("marco", row) == [1]
     assert decompose.ambiguity("marco", row) == "several"
     assert decompose.relevant("marco", row, "is_selected") == [2]
@@ -128,16 +130,30 @@ def test_run_writes_variants_and_summary(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "DATA", tmp_path)
     cfg = config.load_profile("smoke")
     cfg.update(profile="t", datasets=["marco", "babi"], n_train=10, n_test=5)
-    with pytest.raises(FileNotFoundError, match="data stage"):
+    with pytest.raises(FileNotFoundError, match="make data PROFILE=t"):
         decompose.run(cfg)
+    with pytest.raises(FileNotFoundError, match="make decompose PROFILE=t"):
+        decompose.load_problems("t", "marco", "train")
     data.prepare(cfg)
+    interim = data.load_split("t", "marco", "train")
+    assert "relevant" not in interim.columns and "flags" not in interim.columns  # 01 applies no rule
     s = decompose.run(cfg)
+    # 02 writes the problems 03 reads: the interim rows, in order, with their decomposition
+    probs = decompose.load_problems("t", "marco", "train")
+    assert list(probs.columns) == decompose.PROBLEM_COLUMNS
+    assert probs["id"].tolist() == interim["id"].tolist()
+    assert probs["relevant"].tolist() == [decompose.relevant("marco", r) for r in interim.to_dict("records")]
+    assert probs["flags"].tolist() == [decompose.quality_flags("marco", r) for r in interim.to_dict("records")]
+    assert (probs["label"] == probs["category"]).all()
     assert (tmp_path / "t" / "decomposition.json").exists()
     v = pd.read_parquet(tmp_path / "t" / "marco" / "variants.parquet")
     assert len(v) == 15 and {"relevant_default", "relevant_is_selected", "agree_is_selected"} <= set(v.columns)
     js = json.loads((tmp_path / "t" / "decomposition.json").read_text())
     assert js["datasets"]["babi"]["ambiguity"]["all"]["all"] == 15
-    assert js["stamp"]["config"]["datasets"] == ["marco", "babi"]
+    assert list(js["datasets"]) == ["marco", "babi"] and "stamp" not in js  # no times in the artifact
+    st = decompose.stamp("t", "marco")
+    assert st["config"] == {"decomposition": "default"} and set(st["inputs"]) == {
+        "data/marco/train.parquet", "data/marco/test.parquet"}
     assert s["datasets"]["marco"]["label_matches_category"] == 15
     # fresh: read back, not recomputed
     monkeypatch.setattr(decompose, "decompose_frame", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
@@ -151,7 +167,7 @@ def test_run_writes_variants_and_summary(tmp_path, monkeypatch):
 def cotempqa_real():
     if not (paths.SHARED_DATA / "cotempqa").is_dir():
         pytest.skip("../shared/data/cotempqa absent")
-    df, _ = data.load_cotempqa_local(paths.SHARED_DATA, 42)
+    df, _ = qa.cotempqa.load_local(paths.SHARED_DATA, 42)
     return df
 
 
@@ -163,7 +179,8 @@ def test_real_cotempqa_rules(cotempqa_real):
     # the default rule finds a fact for every row, and each row's flags agree with ambiguity
     assert (d["relevant_default"].map(len) > 0).all()
     several = set(d.loc[d["ambiguity"] == "several", "id"])
-    flagged = set(cotempqa_real.loc[cotempqa_real["flags"].map(lambda f: "several_facts_contain_answer" in f), "id"])
+    probs = decompose.problems_frame(cotempqa_real, "cotempqa")
+    flagged = set(probs.loc[probs["flags"].map(lambda f: "several_facts_contain_answer" in f), "id"])
     assert several == flagged and len(several) > 0
     # case-insensitive matching only ever adds facts
     assert all(set(a) <= set(b) for a, b in zip(d["relevant_default"], d["relevant_casefold"]))

@@ -17,7 +17,7 @@ PROVENANCE = {"stamp.json", "predictions.stamp.json", "config.json", "metrics.js
 
 
 def _clean_run(root: Path, monkeypatch) -> Path:
-    from helpers import data, evaluate, krsl, sft, teacher_stage, traces
+    from helpers import data, decompose, evaluate, krsl, sft, teacher_stage, traces
 
     for name in ("DATA", "RUNS", "RESULTS"):
         monkeypatch.setattr(paths, name, root / name.lower())
@@ -25,6 +25,7 @@ def _clean_run(root: Path, monkeypatch) -> Path:
                models=["tiny"], seeds=[0], max_steps=2, krsl_max_steps=2, n_train=12, n_test=4,
                max_new_tokens=8, eval_untrained=False)  # the smoke profile's synthetic teacher
     data.prepare(cfg)
+    decompose.run(cfg)
     traces.prepare_traces(cfg)
     teacher_stage.prepare_teacher(cfg)
     sft.train_all(cfg, progress=False, inner_progress=False)

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from helpers import data, hub, models
+from helpers import qa
+import helpers.qa.babi, helpers.qa.cotempqa, helpers.qa.marco  # noqa: E401,F401
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 GOOD, BAD = "hf_good_token_for_tests", "hf_bad_token_for_tests"
@@ -194,8 +196,8 @@ def paper_hub(gated=True, drop=()):
         "meta-llama/Llama-3.2-1B-Instruct": {"gated": gated},
         "Qwen/Qwen3-1.7B": {},
         "Warrieryes/CotempQA": {"kind": "datasets", "revisions": {"main": COT_FULL, COT_FULL: COT_FULL}},
-        "microsoft/ms_marco": {"kind": "datasets", "revisions": {data.HUB["marco"]["revision"]:
-                                                                 data.HUB["marco"]["revision"]}},
+        "microsoft/ms_marco": {"kind": "datasets", "revisions": {qa.marco.HUB["revision"]:
+                                                                 qa.marco.HUB["revision"]}},
         "facebook/babi_qa": {"kind": "datasets",
                              "revisions": {"refs/convert/parquet": BABI_PARQUET,
                                            BABI_PARQUET: BABI_PARQUET}},
@@ -223,7 +225,7 @@ def test_preflight_paper_profile_passes_with_token(monkeypatch):
     assert all(r["status"] == "ok" for r in rows)
     # short pins resolve to the full commit ids, which are what the data will record
     assert by["cotempqa"]["commit"] == COT_FULL and by["babi"]["commit"] == BABI_PARQUET
-    assert by["marco"]["commit"] == data.HUB["marco"]["revision"]
+    assert by["marco"]["commit"] == qa.marco.HUB["revision"]
     assert by["llama-3.2-1b"]["gated"] and by["llama-3.2-1b"]["commit"] == SHA
     # the gated model was checked with the token
     assert ("GET", "/api/models/meta-llama/Llama-3.2-1B-Instruct/auth-check", f"Bearer {GOOD}") in fh.seen
@@ -260,7 +262,7 @@ def test_preflight_missing_repo_and_revision(monkeypatch):
     msg = str(ei.value)
     assert "2 of 5" in msg
     assert "Qwen/Qwen3-1.7B was not found" in msg
-    assert f"microsoft/ms_marco has no revision '{data.HUB['marco']['revision']}'" in msg
+    assert f"microsoft/ms_marco has no revision '{qa.marco.HUB['revision']}'" in msg
 
 
 def test_preflight_commit_prefix_not_in_history(monkeypatch):
@@ -340,9 +342,9 @@ def test_data_loaders_fail_fast_offline_and_unreachable(monkeypatch):
     with RawListener("garbage") as ls:
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{ls.port}")
         with pytest.raises(data.HubUnavailable, match="cannot reach.*PROFILE=quick.*data_source='synthetic'"):
-            data.load_marco_hub()
+            qa.marco.load_hub()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for fn in (data.load_cotempqa_hub, data.load_marco_hub, data.load_babi_hub):
+    for fn in (qa.cotempqa.load_hub, qa.marco.load_hub, qa.babi.load_hub):
         with pytest.raises(data.HubUnavailable, match="HF_HUB_OFFLINE=1.*synthetic.*DATA_DIR"):
             fn()
 

@@ -22,7 +22,12 @@ import pandas as pd
 import pytest
 
 from helpers import data, paths
-from helpers.decompose import BABI_PAPER11, BABI_TASKS, COTEMPQA_SCENARIOS, MARCO_QUERY_TYPES
+from helpers import decompose
+from helpers import qa
+import helpers.qa.babi, helpers.qa.cotempqa, helpers.qa.marco  # noqa: E401,F401
+from helpers.qa.babi import PAPER11 as BABI_PAPER11, TASKS as BABI_TASKS
+from helpers.qa.cotempqa import SCENARIOS as COTEMPQA_SCENARIOS
+from helpers.qa.marco import QUERY_TYPES as MARCO_QUERY_TYPES
 from test_data import write_babi, write_cotempqa
 
 SHARED = paths.SHARED_DATA
@@ -68,7 +73,7 @@ def babi_hub_tree(src_root, dst, tasks):
 
     for t in tasks:
         for pool in ("train", "test"):
-            stories = data.parse_babi(data.babi_task_file(src_root, t, pool))
+            stories = qa.babi.parse_babi(qa.babi.task_file(src_root, t, pool))
             recs = [{"story": {"id": [ln["id"] for ln in st],
                                "type": [1 if ln["question"] else 0 for ln in st],
                                "text": [ln["text"] for ln in st],
@@ -152,14 +157,14 @@ def test_babi_through_load_dataset(babi_source, tmp_path, monkeypatch):
     src, real = babi_source
     tree = babi_hub_tree(src, tmp_path / "facebook__babi_qa", BABI_PAPER11)
     spy = Spy(monkeypatch)
-    df, rep = data.load_babi_hub("paper11", seed=42, revision=REV, location=tree)
+    df, rep = qa.babi.load_hub("paper11", seed=42, revision=REV, location=tree)
     data.validate(df)
     # the very call the profile makes on the hub, location aside
     assert spy.calls == [((str(tree),), {"data_files": {"train": f"en-qa{t}/train/*.parquet",
                                                         "test": f"en-qa{t}/test/*.parquet"},
                                          "revision": REV}) for t in BABI_PAPER11]
     assert rep["source"] == f"hub-layout:{tree}@{REV}" and rep["excluded"] == []
-    local, _ = data.load_babi_local(src, "paper11", seed=42)
+    local, _ = qa.babi.load_local(src, "paper11", seed=42)
     pd.testing.assert_frame_equal(_comparable(df), _comparable(local))
     n = df.groupby("split").size().to_dict()
     if real:  # the paper's split (STUDY_SPEC §1)
@@ -168,7 +173,7 @@ def test_babi_through_load_dataset(babi_source, tmp_path, monkeypatch):
         assert n == {"train": 5 * 11, "test": 2 * 11}
     assert set(df["category"]) == {BABI_TASKS[t] for t in BABI_PAPER11}
     r = df[df["id"] == "babi/qa1/train/0"].iloc[0]
-    assert r["question"].endswith("?") and r["relevant"] and len(r["answers"]) == 1
+    assert r["question"].endswith("?") and decompose.relevant("babi", r) and len(r["answers"]) == 1
 
 
 def test_babi_config_names_are_not_in_the_parquet_tree(babi_source, tmp_path):
@@ -186,11 +191,11 @@ def test_cotempqa_through_load_dataset(tmp_path, monkeypatch):
     src = SHARED if real else write_cotempqa(tmp_path / "src")
     tree = cotempqa_hub_tree(src, tmp_path / "Warrieryes__CotempQA")
     spy = Spy(monkeypatch)
-    df, rep = data.load_cotempqa_hub(seed=42, revision=REV, location=tree)
+    df, rep = qa.cotempqa.load_hub(seed=42, revision=REV, location=tree)
     data.validate(df)
     assert spy.calls == [((str(tree),), {"data_files": {s: f"{s}.json" for s in COTEMPQA_SCENARIOS},
                                          "revision": REV})]
-    local, lrep = data.load_cotempqa_local(src, seed=42)
+    local, lrep = qa.cotempqa.load_local(src, seed=42)
     pd.testing.assert_frame_equal(_comparable(df), _comparable(local))
     assert [e["id"] for e in rep["excluded"]] == [e["id"] for e in lrep["excluded"]]
     sizes = local.groupby("category").size()
@@ -205,7 +210,7 @@ def test_cotempqa_through_load_dataset(tmp_path, monkeypatch):
 def test_marco_through_load_dataset(tmp_path, monkeypatch):
     tree = marco_hub_tree(tmp_path / "microsoft__ms_marco")
     spy = Spy(monkeypatch)
-    df, rep = data.load_marco_hub(seed=3, revision=REV, per_type={"train": 3, "test": 2},
+    df, rep = qa.marco.load_hub(seed=3, revision=REV, per_type={"train": 3, "test": 2},
                                   location=tree)
     data.validate(df)
     assert spy.calls == [((str(tree),), {"data_files": {"train": "v2.1/train-*.parquet"},
@@ -229,10 +234,10 @@ def test_marco_through_load_dataset(tmp_path, monkeypatch):
     got = sorted(json.loads(m)["query_id"] for m in df.loc[df["split"] == "train", "meta"])
     assert got == want
     r = df.iloc[0]
-    assert r["relevant"] == [1] and json.loads(r["meta"])["is_selected"] == [0, 1, 0]
+    assert decompose.relevant("marco", r) == [1] and json.loads(r["meta"])["is_selected"] == [0, 1, 0]
     assert r["context"][1].startswith("The bridge")
     # the other config folder, the same way
-    df1, _ = data.load_marco_hub(seed=3, version="v1.1", revision=REV, per_type={"train": 1, "test": 1},
+    df1, _ = qa.marco.load_hub(seed=3, version="v1.1", revision=REV, per_type={"train": 1, "test": 1},
                                  location=tree)
     assert spy.calls[-1][1]["data_files"] == {"validation": "v1.1/validation-*.parquet"}
     assert len(df1) == 10 and df1["id"].str.startswith("marco/v1.1/").all()
@@ -240,6 +245,6 @@ def test_marco_through_load_dataset(tmp_path, monkeypatch):
 
 def test_location_and_revision_checks(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a folder"):
-        data.load_cotempqa_hub(location=tmp_path / "absent")
+        qa.cotempqa.load_hub(location=tmp_path / "absent")
     with pytest.raises(ValueError, match="full 40-hex"):
-        data.load_cotempqa_hub(location=tmp_path, revision="9f49aba")
+        qa.cotempqa.load_hub(location=tmp_path, revision="9f49aba")

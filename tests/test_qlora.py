@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from helpers import chat, config, evaluate, generate, models, paths, sft, traces
+from helpers import decompose
 from test_traces import SCHEMA, random_problems
 
 bnb = pytest.importorskip("bitsandbytes")
@@ -62,8 +63,7 @@ def study(tmp_path, monkeypatch):
     df = random_problems("babi", 8, seed=5)
     d = paths.data_dir(cfg["profile"], "babi")
     d.mkdir(parents=True)
-    df[SCHEMA].to_parquet(d / "train.parquet", index=False)
-    df[SCHEMA].head(4).assign(split="test").to_parquet(d / "test.parquet", index=False)
+    decompose.write_problems(cfg, "babi", {"train": df[SCHEMA], "test": df[SCHEMA].head(4).assign(split="test")})
     traces.prepare_traces(cfg)
     return cfg
 

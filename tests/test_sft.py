@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from helpers import chat, config, models, paths, sft, traces
+from helpers import decompose
 from test_traces import BABI, SCHEMA, random_problems
 
 
@@ -158,8 +159,7 @@ def study(tmp_path, monkeypatch):
     df = random_problems("babi", 12, seed=5)
     d = paths.data_dir(cfg["profile"], "babi")
     d.mkdir(parents=True)
-    df[SCHEMA].to_parquet(d / "train.parquet", index=False)
-    df[SCHEMA].assign(split="test").to_parquet(d / "test.parquet", index=False)
+    decompose.write_problems(cfg, "babi", {"train": df[SCHEMA], "test": df[SCHEMA].assign(split="test")})
     traces.prepare_traces(cfg)
     return cfg
 

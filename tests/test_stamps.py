@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import config, data, paths, templates, traces
+import dataclasses
+
+from helpers import config, data, decompose, paths, qa, traces
 
 HELPERS = Path(config.__file__).resolve().parent
 OLD_IR = "I need to use the following facts to answer the question: {facts}"
@@ -42,8 +44,15 @@ def test_code_hashes_follow_each_stages_modules(src_copy):
     base = {s: config.code_hashes(s) for s in stages}
     assert base == {s: config.code_hashes(s) for s in stages}  # stable
     assert all("bench.py" not in h and "figures.py" not in h for h in base.values())
-    # a template sentence: the trace stage and everything that renders or trains on traces
-    _edit(src_copy / "templates.py", OLD_IR, NEW_IR)
+    # a trace sentence (in its dataset module): the stages that read the dataset modules (01
+    # and 02 re-run, their outputs then compare equal; the later stages key on the trace files'
+    # content, tests below)
+    _edit(src_copy / "qa" / "cotempqa.py", OLD_IR, NEW_IR)
+    after = {s: config.code_hashes(s) for s in stages}
+    assert _changed(base, after) == {"data", "decompose", "traces", "teacher"}
+    # the generic prompt text: the trace stage and everything that renders or trains on traces
+    base = after
+    (src_copy / "templates.py").write_text((src_copy / "templates.py").read_text() + "\n# edited\n")
     after = {s: config.code_hashes(s) for s in stages}
     assert _changed(base, after) == {"traces", "teacher", "sft", "krsl", "eval"}
     # the benchmark (and other modules no stage uses) re-runs nothing
@@ -52,13 +61,13 @@ def test_code_hashes_follow_each_stages_modules(src_copy):
     (src_copy / "figures.py").write_text((src_copy / "figures.py").read_text() + "\n# edited\n")
     after = {s: config.code_hashes(s) for s in stages}
     assert after == base
-    # a decomposition rule: the data stage ('relevant'), 02 and the stages that re-apply it
+    # how the rules are applied (02): 02 and the stages after it that hash it, not 01
     (src_copy / "decompose.py").write_text((src_copy / "decompose.py").read_text() + "\n# a new rule\n")
     after = {s: config.code_hashes(s) for s in stages}
-    assert _changed(base, after) == {"data", "decompose", "traces", "teacher"}
+    assert _changed(base, after) == {"decompose", "traces", "teacher"}
     # a module named in STAGE_MODULES that does not exist is an error, not a silent skip
-    (src_copy / "synthetic.py").unlink()
-    with pytest.raises(FileNotFoundError, match="synthetic"):
+    (src_copy / "hub.py").unlink()
+    with pytest.raises(FileNotFoundError, match="hub"):
         config.code_hashes("data")
 
 
@@ -70,7 +79,8 @@ def test_fingerprint_covers_config_code_and_inputs(tmp_path):
     config.write_stamp(tmp_path, cfg, ["lr"], stage="traces", inputs={"in": f}, summary={"n": 1})
     st = config.read_json(tmp_path / config.STAMP)
     assert st["hash"] == fp["hash"] and st["inputs"] == {"in": config.input_hashes([f])[str(f)]}
-    assert set(st["code"]) == {"traces.py", "templates.py", "decompose.py", "scoring.py"}
+    assert set(st["code"]) == {"traces.py", "templates.py", "decompose.py", "scoring.py", "qa/__init__.py",
+                               "qa/base.py", "qa/babi.py", "qa/cotempqa.py", "qa/marco.py"}
     kw = dict(stage="traces", inputs={"in": f})
     assert config.is_fresh(tmp_path, dict(cfg, steps=3), ["lr"], **kw)      # a key not used
     assert not config.is_fresh(tmp_path, dict(cfg, lr=2), ["lr"], **kw)     # a key used
@@ -99,10 +109,13 @@ def _run_all(cfg):
     from helpers import evaluate, sft
 
     data.prepare(cfg)
+    decompose.run(cfg)
     tr = traces.prepare_traces(cfg)
     rd = sft.train_run(cfg, "cotempqa", "tiny", "correct", 0, progress=False)
     evaluate.evaluate_run(cfg, "cotempqa", "tiny", "correct", 0, progress=False)
     return {"data": (paths.data_dir(cfg["profile"], "cotempqa") / config.STAMP).read_bytes(),
+            "interim": (paths.data_dir(cfg["profile"], "cotempqa") / "train.parquet").read_bytes(),
+            "problems": decompose.problems_path(cfg["profile"], "cotempqa", "train").read_bytes(),
             "traces": (tr["cotempqa"]["dir"] / config.STAMP).read_bytes(),
             "sft": (rd / config.STAMP).read_bytes(),
             "eval": (rd / evaluate.PRED_STAMP).read_bytes(),
@@ -117,11 +130,12 @@ def test_a_template_edit_recomputes_the_trace_stage_and_what_follows(study, src_
     # nothing changed: every stage is fresh (stamps untouched, no regeneration)
     again = _run_all(cfg)
     assert again == dict(first, traces_skipped=True)
-    # the CoTempQA IR sentence edited (in the copy the hasher reads, and in the running module)
-    _edit(src_copy / "templates.py", OLD_IR, NEW_IR)
-    monkeypatch.setitem(templates.RETRIEVAL, "cotempqa", NEW_IR)
+    # the CoTempQA IR sentence edited (in the copy the hasher reads, and in the running registry)
+    _edit(src_copy / "qa" / "cotempqa.py", OLD_IR, NEW_IR)
+    monkeypatch.setitem(qa._REGISTRY, "cotempqa", dataclasses.replace(qa.get("cotempqa"), retrieval=NEW_IR))
     edited = _run_all(cfg)
-    assert edited["data"] == first["data"], "the data stage does not depend on the templates"
+    # 01 and 02 re-run (they read the dataset module) and write the same problems, byte for byte
+    assert edited["interim"] == first["interim"] and edited["problems"] == first["problems"]
     assert not edited["traces_skipped"]
     assert {k for k in ("traces", "sft", "eval", "predictions") if edited[k] == first[k]} == set()
     train = traces.load_condition(cfg["profile"], "cotempqa", "correct")

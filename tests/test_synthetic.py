@@ -8,61 +8,76 @@ import re
 import pandas as pd
 import pytest
 
-from helpers import data, decompose, synthetic
-from helpers.decompose import BABI_PAPER11, BABI_TASKS
+from helpers import data, decompose
+from helpers import qa
+import helpers.qa.babi, helpers.qa.cotempqa, helpers.qa.marco  # noqa: E401,F401
+from helpers.qa.babi import PAPER11 as BABI_PAPER11, TASKS as BABI_TASKS
 
 N = 66  # six problems of each of the 11 bAbI tasks
 
 
 @pytest.fixture(scope="module")
-def frames():
-    return {ds: {s: synthetic.generate(ds, N if s == "train" else 22, 7, s) for s in ("train", "test")}
+def raw():
+    """The generated (interim) problems, as 01 writes them."""
+    return {ds: {s: qa.generate(ds, N if s == "train" else 22, 7, s) for s in ("train", "test")}
             for ds in ("babi", "cotempqa", "marco")}
+
+
+@pytest.fixture(scope="module")
+def frames(raw):
+    """The same problems decomposed by the default rules (02): ``relevant``, ``flags``."""
+    return {ds: {s: decompose.problems_frame(df, ds) for s, df in sp.items()} for ds, sp in raw.items()}
+
+
+def categories(ds):
+    return list(qa.get(ds).label_set("paper11"))
 
 
 # ------------------------------------------------------------------ schema, determinism
 
 @pytest.mark.parametrize("ds", ["babi", "cotempqa", "marco"])
-def test_schema_and_labels(frames, ds):
-    for split, df in frames[ds].items():
+def test_schema_and_labels(raw, frames, ds):
+    for split, df in raw[ds].items():
         data.validate(df)
         assert list(df.columns) == data.COLUMNS
         assert (df["split"] == split).all() and df["synthetic"].all()
         assert (df["source"] == "synthetic").all()
         assert df["id"].str.fullmatch(rf"{ds}/synthetic/{split}/\d+").all()
-        assert set(df["category"]) == set(synthetic.categories(ds))
+        assert set(df["category"]) == set(categories(ds))
         # categories in turn: balanced to within one
         counts = df["category"].value_counts()
         assert counts.max() - counts.min() <= 1
-        # the row's relevant facts are the default decomposition rule's
-        for row in df.to_dict("records"):
+        # 02's label is the generated category; the relevant facts are the default rule's
+        dec = frames[ds][split]
+        assert (dec["label"] == dec["category"]).all() and (dec["id"] == df["id"]).all()
+        for row in dec.to_dict("records"):
             assert row["relevant"] == decompose.relevant(ds, row, "default"), row["id"]
-            assert decompose.classify(ds, row) == row["category"]
+            assert row["relevant"], row["id"]  # every generated problem has its facts
 
 
 def test_babi_categories_are_the_real_task_names():
-    assert synthetic.categories("babi") == [BABI_TASKS[t] for t in BABI_PAPER11]
-    assert "single-supporting-fact" in synthetic.categories("babi")
-    assert synthetic.categories("cotempqa") == ["equal", "overlap", "during", "mix"]
-    assert set(synthetic.categories("marco")) == {"DESCRIPTION", "NUMERIC", "ENTITY", "LOCATION", "PERSON"}
+    assert categories("babi") == [BABI_TASKS[t] for t in BABI_PAPER11]
+    assert "single-supporting-fact" in categories("babi")
+    assert categories("cotempqa") == ["equal", "overlap", "during", "mix"]
+    assert set(categories("marco")) == {"DESCRIPTION", "NUMERIC", "ENTITY", "LOCATION", "PERSON"}
 
 
 @pytest.mark.parametrize("ds", ["babi", "cotempqa", "marco"])
 def test_deterministic_per_seed(ds):
-    a = synthetic.generate(ds, 12, 3, "train")
-    b = synthetic.generate(ds, 12, 3, "train")
-    c = synthetic.generate(ds, 12, 4, "train")
+    a = qa.generate(ds, 12, 3, "train")
+    b = qa.generate(ds, 12, 3, "train")
+    c = qa.generate(ds, 12, 4, "train")
     pd.testing.assert_frame_equal(a, b)
     assert (a["question"] + a["context"].map(str)).tolist() != (c["question"] + c["context"].map(str)).tolist()
     # a longer run starts with the same problems (problem i depends on i, not on n)
-    longer = synthetic.generate(ds, 15, 3, "train")
+    longer = qa.generate(ds, 15, 3, "train")
     pd.testing.assert_frame_equal(a, longer.iloc[:12].reset_index(drop=True))
 
 
 @pytest.mark.parametrize("ds", ["babi", "cotempqa", "marco"])
 def test_train_and_test_share_no_problem(ds):
-    tr = synthetic.generate(ds, 150, 42, "train")
-    te = synthetic.generate(ds, 40, 42, "test")
+    tr = qa.generate(ds, 150, 42, "train")
+    te = qa.generate(ds, 40, 42, "test")
     key = lambda df: set(df["question"] + "\n" + df["context"].map("\n".join))  # noqa: E731
     assert not key(tr) & key(te)
     assert len(key(tr)) == len(tr) and len(key(te)) == len(te)  # no duplicates within a split
@@ -256,7 +271,7 @@ def babi_real_rows():
 
     if not (paths.SHARED_DATA / "babi" / "en").is_dir():
         pytest.skip("../shared/data/babi absent")
-    df, _ = data.load_babi_local(paths.SHARED_DATA, "paper11", 42)
+    df, _ = qa.babi.load_local(paths.SHARED_DATA, "paper11", 42)
     return df
 
 
@@ -391,6 +406,6 @@ def test_marco_has_about_ten_passages_and_query_types(frames):
 
 def test_generate_rejects_bad_arguments():
     with pytest.raises(ValueError):
-        synthetic.generate("squad", 3, 0, "train")
+        qa.generate("squad", 3, 0, "train")
     with pytest.raises(ValueError):
-        synthetic.generate("babi", 3, 0, "validation")
+        qa.generate("babi", 3, 0, "validation")

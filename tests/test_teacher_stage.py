@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, data, evaluate, paths, scoring, sft, stats, traces
+from helpers import config, data, decompose, evaluate, paths, scoring, sft, stats, traces
 from helpers import teacher as TC
 from helpers import teacher_stage as TS
 from helpers.generate import prompt_hash
@@ -22,6 +22,7 @@ def study(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "RUNS", tmp_path / "runs")
     cfg = config.load_profile("smoke")
     data.prepare(cfg)
+    decompose.run(cfg)
     return cfg
 
 
@@ -92,7 +93,7 @@ def test_stage_writes_the_teacher_family_and_stamps(study):
             assert list(fr.columns) == traces.COLUMNS and (fr["condition"] == c).all()
             assert set(fr["id"]) == train_ids, c  # every condition on the same problems
         # the restricted conditions are the full-set ones, built on the teacher set's rows
-        labels = traces.default_labels(ds) if ds != "babi" else traces._babi_labels(cfg)
+        labels = traces.run_labels(cfg, ds)
         for base in ("vanilla", "correct", "incorrect"):
             want = traces.build_condition(kept, ds, base, cfg["trace_seed"], labels=labels)
             assert traces.load_condition("smoke", ds, "tset_" + base)["assistant"].tolist() == want["assistant"].tolist()

@@ -7,7 +7,9 @@ import random
 import pandas as pd
 import pytest
 
-from helpers import config, paths, traces
+from helpers import config, decompose, paths, traces
+from helpers import qa
+import helpers.qa.babi, helpers.qa.cotempqa, helpers.qa.marco  # noqa: E401,F401
 from helpers import templates as T
 
 # --------------------------------------------------------------------------------------
@@ -161,7 +163,7 @@ def split_target(text, dataset):
     return label, facts, ans[:-len(T.ANSWER_CLOSE)]
 
 
-@pytest.mark.parametrize("dataset", T.DATASETS)
+@pytest.mark.parametrize("dataset", qa.DATASETS)
 def test_incorrect_differs_exactly_in_corrupted_steps(dataset):
     df = random_problems(dataset, 60, seed=1)
     gold = traces.build_condition(df, dataset, "correct", seed=3)
@@ -226,7 +228,7 @@ def test_marco_prefers_passages_sharing_few_words():
 # --------------------------------------------------------------------------------------
 # shuffled
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dataset", T.DATASETS)
+@pytest.mark.parametrize("dataset", qa.DATASETS)
 def test_shuffled_never_keeps_its_own_trace(dataset):
     df = random_problems(dataset, 45, seed=4, share_traces=True)
     corr = traces.build_condition(df, dataset, "correct", seed=0).set_index("id")
@@ -284,8 +286,7 @@ def tmp_study(tmp_path, monkeypatch):
     for ds, fr in FRAMES.items():
         d = paths.data_dir(cfg["profile"], ds)
         d.mkdir(parents=True)
-        fr[SCHEMA].to_parquet(d / "train.parquet", index=False)
-        fr[SCHEMA].assign(split="test").to_parquet(d / "test.parquet", index=False)
+        decompose.write_problems(cfg, ds, {"train": fr[SCHEMA], "test": fr[SCHEMA].assign(split="test")})
     return cfg
 
 

@@ -15,8 +15,9 @@ applies them to the interim problems 01 wrote and writes what 03 reads:
   ``relevant_original`` facts of the ``original`` rendering (the dataset's original rule
   where it has one, e.g. MS MARCO's nltk word sets; else ``relevant``) and the data-quality
   ``flags`` (:func:`quality_flags`);
+  and their ``stamp.json``;
 * ``data/<profile>/<dataset>/variants.parquet`` (every variant per problem) and
-  ``data/<profile>/decomposition.json`` (agreement, ambiguity, flags; its ``stamp``).
+  ``data/<profile>/decomposition.json`` (agreement, ambiguity, flags per dataset).
 
 :func:`ambiguity` tells whether the default rule had a unique choice (``unique``), found
 nothing (``none``: e.g. no fact contains the answer) or had several candidates
@@ -37,7 +38,7 @@ SPLITS = ("train", "test")
 PROBLEM_COLUMNS = ["id", "dataset", "split", "question", "context", "answers", "category",
                    "relevant", "source", "synthetic", "flags", "meta", "label", "relevant_original"]
 # The parameters the decomposition stage depends on (its stamp hashes these).
-STAGE_KEYS = ["datasets", "decomposition", "babi_tasks"]
+STAGE_KEYS = ["decomposition"]
 
 
 def labels(dataset: str, babi_tasks: str = "all20") -> tuple[str, ...]:
@@ -243,62 +244,69 @@ def problems_path(profile: str, dataset: str, split: str):
 
 
 def _stage_cfg(cfg: Mapping[str, Any]) -> dict:
-    return {"datasets": list(cfg["datasets"]), "decomposition": cfg.get("decomposition") or "default",
-            "babi_tasks": cfg.get("babi_tasks")}
+    return {"decomposition": cfg.get("decomposition") or "default"}
+
+
+def interim_inputs(profile: str, dataset: str) -> dict[str, Any]:
+    """The files 02 reads for ``dataset`` (its stamp hashes their content): 01's interim
+    problems; a missing one is an error naming the make target."""
+    out = {}
+    for s in SPLITS:
+        p = paths.data_dir(profile, dataset) / f"{s}.parquet"
+        if not p.exists() or not (paths.data_dir(profile, dataset) / config.STAMP).exists():
+            raise FileNotFoundError(f"{p} missing: run the data stage first "
+                                    f"(run `make data PROFILE={profile}` or notebooks/01_data.ipynb)")
+        out[f"data/{dataset}/{s}.parquet"] = p
+    return out
+
+
+def _read_variants(path) -> pd.DataFrame:
+    f = pd.read_parquet(path)
+    for c in f.columns:
+        if c.startswith("relevant_"):
+            f[c] = [[int(i) for i in v] for v in f[c]]
+    return f
 
 
 def run(cfg: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
     """The decomposition stage: for every dataset of ``cfg`` read the interim problems 01
     wrote, apply the rules, write ``data/<profile>/<dataset>/problems/{train,test}.parquet``
-    (what 03 reads), ``variants.parquet`` and ``data/<profile>/decomposition.json`` (its
-    ``stamp`` records the config, this stage's code and the content of the data files it was
-    made from; the stage is skipped when they still match, unless ``force``). A missing input
-    is an error naming the make target. Returns the JSON summary with the per-dataset variant
-    frames under ``frames`` (not written to the JSON)."""
+    (what 03 reads) with its ``stamp.json`` (the config, this stage's code and the content of
+    the data files it was made from; a dataset is skipped when they still match, unless
+    ``force``), ``variants.parquet``, and ``data/<profile>/decomposition.json`` (the summary).
+    A missing input is an error naming the make target. Returns the summary with the
+    per-dataset variant frames under ``frames`` (not written to the JSON)."""
     profile = cfg["profile"]
-    inputs = {}
     for ds in cfg["datasets"]:
-        qa.get(ds)  # an unknown dataset is an error here, not after the data stage
-        for s in SPLITS:
-            p = paths.data_dir(profile, ds) / f"{s}.parquet"
-            if not p.exists() or not (paths.data_dir(profile, ds) / config.STAMP).exists():
-                raise FileNotFoundError(f"{p} missing: run the data stage first "
-                                        f"(run `make data PROFILE={profile}` or notebooks/01_data.ipynb)")
-            inputs[f"data/{ds}/{s}.parquet"] = p
+        qa.get(ds)  # an unknown dataset is an error here, before any work
+    inputs = {ds: interim_inputs(profile, ds) for ds in cfg["datasets"]}
     stage = _stage_cfg(cfg)
-    fp = config.fingerprint(stage, stage="decompose", inputs=inputs)
-    out_json = paths.data_dir(profile) / "decomposition.json"
-    files = {ds: paths.data_dir(profile, ds) / "variants.parquet" for ds in cfg["datasets"]}
-    problems = [problems_path(profile, ds, s) for ds in cfg["datasets"] for s in SPLITS]
-    frames = {}
-    if (not force and out_json.exists() and all(p.exists() for p in [*files.values(), *problems])
-            and config.read_json(out_json).get("stamp", {}).get("hash") == fp["hash"]):
-        summary = config.read_json(out_json)
-        for ds, p in files.items():
-            f = pd.read_parquet(p)
-            for c in f.columns:
-                if c.startswith("relevant_"):
-                    f[c] = [[int(i) for i in v] for v in f[c]]
-            frames[ds] = f
-        summary["frames"] = frames
-        return summary
-    out_json.unlink(missing_ok=True)
     summary: dict[str, Any] = {"profile": profile, "decomposition": stage["decomposition"],
                                "variants": {ds: VARIANTS[ds] for ds in cfg["datasets"]}, "datasets": {}}
+    frames = {}
     for ds in cfg["datasets"]:
+        folder = problems_dir(profile, ds)
+        vfile = paths.data_dir(profile, ds) / "variants.parquet"
+        outs = [vfile, *(problems_path(profile, ds, s) for s in SPLITS)]
+        if (not force and config.is_fresh(folder, stage, stage="decompose", inputs=inputs[ds])
+                and all(p.exists() for p in outs)):
+            summary["datasets"][ds] = config.read_json(folder / config.STAMP)["summary"]
+            frames[ds] = _read_variants(vfile)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / config.STAMP).unlink(missing_ok=True)
         splits = {s: data.load_split(profile, ds, s) for s in SPLITS}
         df = pd.concat(list(splits.values()), ignore_index=True)
         d = decompose_frame(df, ds)
         frames[ds] = d
-        _write_parquet(d, files[ds])
-        problems_dir(profile, ds).mkdir(parents=True, exist_ok=True)
+        _write_parquet(d, vfile)
         processed = {}
         for s in SPLITS:
             processed[s] = problems_frame(splits[s], ds, stage["decomposition"])
             _write_parquet(processed[s], problems_path(profile, ds, s))
         agree = agreement_table(d, ds)
         amb = ambiguity_table(d)
-        summary["datasets"][ds] = {
+        entry = {
             "n": int(len(d)),
             "synthetic": bool(df["synthetic"].all()) if len(df) else False,
             "variant": resolve_variant(ds, stage["decomposition"]),
@@ -311,10 +319,30 @@ def run(cfg: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
                               for v in VARIANTS[ds]},
             "flagged": data.flag_counts(processed),
         }
-    summary["stamp"] = {**fp, "environment": config.environment_info()}
-    config.write_json(out_json, summary)
+        config.write_stamp(folder, stage, stage="decompose", inputs=inputs[ds], summary=entry)
+        summary["datasets"][ds] = config.read_json(folder / config.STAMP)["summary"]
+    config.write_json(paths.data_dir(profile) / "decomposition.json", summary)
     summary["frames"] = frames
     return summary
+
+
+def write_problems(cfg: Mapping[str, Any], dataset: str, splits: Mapping[str, pd.DataFrame]) -> None:
+    """Write problems that are already decomposed (hand-made sets, tests) as 02's output:
+    ``problems/<split>.parquet`` (``label`` defaults to ``category``, ``relevant_original`` to
+    ``relevant``) and a ``problems/stamp.json`` naming ``cfg``'s decomposition with
+    ``source: given`` (no rule was applied; :func:`run` never takes it for its own work)."""
+    profile = cfg["profile"]
+    folder = problems_dir(profile, dataset)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, df in splits.items():
+        df = df.copy()
+        if "label" not in df:
+            df["label"] = df["category"]
+        if "relevant_original" not in df:
+            df["relevant_original"] = df["relevant"]
+        _write_parquet(validate_problems(df[PROBLEM_COLUMNS]), problems_path(profile, dataset, split))
+    config.write_stamp(folder, _stage_cfg(cfg), stage="decompose", source="given",
+                       summary={"n": int(sum(len(df) for df in splits.values())), "source": "given"})
 
 
 def _write_parquet(df: pd.DataFrame, path) -> None:
@@ -323,14 +351,14 @@ def _write_parquet(df: pd.DataFrame, path) -> None:
     tmp.replace(path)
 
 
-def stamp(profile: str) -> dict[str, Any]:
-    """The stamp of the decomposition stage (``decomposition.json``); a missing one is an
-    error naming the make target."""
-    p = paths.data_dir(profile) / "decomposition.json"
+def stamp(profile: str, dataset: str) -> dict[str, Any]:
+    """The stamp of ``dataset``'s decomposed problems (``problems/stamp.json``); a missing one
+    is an error naming the make target."""
+    p = problems_dir(profile, dataset) / config.STAMP
     if not p.exists():
         raise FileNotFoundError(f"{p} missing: run the decomposition stage first "
                                 f"(run `make decompose PROFILE={profile}` or notebooks/02_decompose.ipynb)")
-    return config.read_json(p).get("stamp", {})
+    return config.read_json(p)
 
 
 def load_problems(profile: str, dataset: str, split: str) -> pd.DataFrame:

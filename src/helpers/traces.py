@@ -442,13 +442,13 @@ def load_problems(cfg: Mapping[str, Any], dataset: str, split: str) -> pd.DataFr
     MARCO's nltk word sets). 02 must have run with this profile's ``decomposition``: else an
     error naming the make target. No rule is applied here."""
     profile = cfg["profile"]
-    made = decompose.stamp(profile).get("config", {})
+    made = decompose.stamp(profile, dataset).get("config", {}).get("decomposition")
     want = cfg.get("decomposition") or "default"
-    if made.get("decomposition", "default") != want or dataset not in made.get("datasets", [dataset]):
+    if made != want:
         raise FileNotFoundError(
-            f"the decomposed problems of profile {profile!r} were made for decomposition="
-            f"{made.get('decomposition')!r} and datasets {made.get('datasets')}, not {want!r} / "
-            f"{dataset!r}: run `make decompose PROFILE={profile}` (or notebooks/02_decompose.ipynb)")
+            f"the decomposed {dataset} problems of profile {profile!r} were made for decomposition="
+            f"{made!r}, not {want!r}: run `make decompose PROFILE={profile}` (or "
+            "notebooks/02_decompose.ipynb)")
     df = decompose.load_problems(profile, dataset, split)
     if T.check_rendering(cfg.get("rendering")) == "original":
         df = df.copy()
