@@ -45,9 +45,10 @@ def for_dataset(cfg: Mapping[str, Any], key: str, dataset: str, default: Any = N
     the dataset is an error, not a silent default."""
     v = cfg.get(key, default)
     if isinstance(v, Mapping):
-        if dataset not in v:
-            raise KeyError(f"{key} is given per dataset ({sorted(v)}) but not for {dataset!r}")
-        return v[dataset]
+        try:
+            return v[dataset]
+        except KeyError:
+            raise KeyError(f"{key} is given per dataset ({sorted(v)}) but not for {dataset!r}") from None
     return v
 
 

@@ -440,7 +440,6 @@ COMMITTED_TABLES = {
     ("babi", "Llama-3.2-1B", "incorrect"): {
         "cls": [[11, 313], [2, 50]], "ir": [[0, 324], [0, 52]], "trace": [[0, 324], [0, 52]]},
 }
-COMMITTED_TRACE_TABLES = {k: v["trace"] for k, v in COMMITTED_TABLES.items() if k[0] == "cotempqa"}
 _MATRIX_STEP = {"matrix1": ("cls", "category"), "matrix2": ("ir", "fact"), "matrix3": ("trace", "trace")}
 STEP_TABLE = {"cls": "answer_x_cls", "ir": "answer_x_ir", "trace": "answer_x_trace"}
 SOURCES = ("committed", "compat", "compat_answer_type", "strict")

@@ -1076,9 +1076,12 @@ def cotemp_rule_em(items: pd.DataFrame, gold: pd.DataFrame, *,
     scored against their gold rows found by ``id``). Items of other datasets are dropped.
     ``decode_literal`` as in :func:`answer_scores` (True for items scored with the strict
     answer rule, False for the original's)."""
+    official = [d for d in qa.names() if qa.get(d).answer_scorer == "cotempqa_official"]
     if "dataset" in items.columns:
-        official = {d for d in qa.names() if qa.get(d).answer_scorer == "cotempqa_official"}
         items = items[items["dataset"].astype(str).isin(official)]
+        names = items["dataset"].astype(str).tolist()
+    else:  # items of one dataset scored by the official CoTempQA matching
+        names = official[:1] * len(items)
     by_id = {str(r["id"]): r for r in gold.to_dict("records")}
     missing = [i for i in items["id"].astype(str) if i not in by_id]
     if missing:
@@ -1086,9 +1089,8 @@ def cotemp_rule_em(items: pd.DataFrame, gold: pd.DataFrame, *,
     out = items.copy()
     for rule in COTEMP_RULES:
         out[f"em_{rule}"] = [
-            answer_scores(p, by_id[str(i)], "cotempqa", decode_literal=decode_literal,
-                          cotemp_rule=rule)["em"]
-            for i, p in zip(items["id"].astype(str), items["answer_pred"].tolist())]
+            answer_scores(p, by_id[str(i)], ds, decode_literal=decode_literal, cotemp_rule=rule)["em"]
+            for i, p, ds in zip(items["id"].astype(str), items["answer_pred"].tolist(), names)]
     return out
 
 
