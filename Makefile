@@ -52,7 +52,7 @@ unexport MPLBACKEND
 
 PM_EXTRA := $(if $(DATA_DIR),-p data_source local -p data_dir $(abspath $(DATA_DIR)),)
 PAPERMILL = $(PY) -m papermill -k $(KERNEL) --cwd notebooks -f profiles/$(PROFILE).yaml $(PM_EXTRA) --progress-bar --log-output
-SRC := $(wildcard src/helpers/*.py) pyproject.toml
+SRC := $(wildcard src/helpers/*.py src/helpers/qa/*.py) pyproject.toml
 ENV_STAMP := $(VENV)/.installed
 FIGS := accuracy_by_condition step_accuracy contingency_heatmaps forest_phi_or accuracy_by_category key_steps
 
