@@ -195,12 +195,13 @@ def problems(cfg: Mapping[str, Any], split: str) -> dict[str, Any]:
     """The profile's ``split`` problems per dataset, exactly as the data stage builds them
     (same source, seed and caps). Built in memory: the benchmark needs no ``make data`` and
     leaves ``data/`` alone."""
-    from . import data
+    from . import data, decompose
 
     out = {}
     for ds in cfg["datasets"]:
         full, _report = data.load_dataset_source(ds, cfg)
         rows = data.validate(data.apply_caps(full, cfg, ds))
+        rows = decompose.problems_frame(rows, ds, cfg.get("decomposition") or "default")  # 02
         out[ds] = rows[rows["split"] == split].reset_index(drop=True)
     return out
 

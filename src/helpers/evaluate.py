@@ -108,9 +108,9 @@ def evaluate_run(cfg: Mapping[str, Any], dataset: str, model_name: str, conditio
     gold = (pd.read_parquet(traces.test_path_for(cfg, dataset, condition))
             .rename(columns={"gold_label": "category", "gold_relevant": "relevant"}))
     # the compat join scans the test rows in the original's order (scoring.original_order)
-    from . import data
-    order, _ = scoring.original_order(data.load_split(cfg["profile"], dataset, "train"),
-                                      data.load_split(cfg["profile"], dataset, "test"), dataset,
+    from . import decompose
+    order, _ = scoring.original_order(decompose.load_problems(cfg["profile"], dataset, "train"),
+                                      decompose.load_problems(cfg["profile"], dataset, "test"), dataset,
                                       seed=int(cfg.get("data_seed", 42)))
     scored = scoring.score_items(preds[["id", "prediction"]], gold, dataset=dataset,
                                  condition=condition, join_order=order)
