@@ -155,6 +155,9 @@ def test_run_writes_variants_and_summary(tmp_path, monkeypatch):
     assert st["config"] == {"decomposition": "default"} and set(st["inputs"]) == {
         "data/marco/train.parquet", "data/marco/test.parquet"}
     assert s["datasets"]["marco"]["label_matches_category"] == 15
+    ft = decompose.flags_table(s)
+    assert list(ft.columns) == ["dataset", "flag", "count", "ids"]
+    assert ft["count"].sum() == sum(v["count"] for e in s["datasets"].values() for v in e["flagged"].values())
     # fresh: read back, not recomputed
     monkeypatch.setattr(decompose, "decompose_frame", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = decompose.run(cfg)

