@@ -163,13 +163,13 @@ SOURCE_DIR = Path(__file__).resolve().parent  # the helpers package the code has
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "data": ("data", "decompose", "synthetic", "hub"),
     "decompose": ("decompose",),  # 02's variants.parquet / decomposition.json
-    "traces": ("traces", "decompose", "templates", "scoring"),
-    "teacher": ("teacher_stage", "teacher", "traces", "decompose", "templates", "scoring",
+    "traces": ("traces", "conditions", "decompose", "templates", "scoring"),
+    "teacher": ("teacher_stage", "teacher", "conditions", "traces", "decompose", "templates", "scoring",
                 "generate", "models", "model_configs", "chat", "chat_templates"),
-    "sft": ("sft", "models", "model_configs", "chat", "chat_templates", "templates", "traces"),
-    "krsl": ("krsl", "sft", "models", "model_configs", "chat", "chat_templates", "templates",
+    "sft": ("sft", "conditions", "models", "model_configs", "chat", "chat_templates", "templates", "traces"),
+    "krsl": ("krsl", "sft", "conditions", "models", "model_configs", "chat", "chat_templates", "templates",
              "traces"),
-    "eval": ("evaluate", "generate", "sft", "models", "model_configs", "chat", "chat_templates",
+    "eval": ("evaluate", "generate", "sft", "conditions", "models", "model_configs", "chat", "chat_templates",
              "templates", "traces"),
 }
 

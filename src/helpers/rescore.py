@@ -40,11 +40,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from . import paths, scoring
+from . import conditions, paths, scoring
 from .templates import DATASETS
 
 COTEMPQA_CATEGORIES = ("equal", "overlap", "during", "mix")
-KNOWN_CONDITIONS = tuple(sorted(scoring.TRACE_CONDITIONS | {"vanilla", "untrained"}))
 
 
 class RescoreError(Exception):
@@ -292,7 +291,7 @@ def project_to_frames(records: Sequence[tuple[int, dict]], path: Path, gold_path
 
 def infer_condition(path: Path) -> str:
     """The last folder name or the file's stem that names a condition, else "unknown"."""
-    hits = [p for p in list(path.parent.parts) + [path.stem] if p in KNOWN_CONDITIONS]
+    hits = [p for p in list(path.parent.parts) + [path.stem] if conditions.find(p) is not None]
     return hits[-1] if hits else "unknown"
 
 
@@ -338,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "subjects only for S2_R1_O1 questions")
     p.add_argument("--condition", default=None,
                    help="the run's condition (sets has_trace_target); default: a condition "
-                        f"name in the file's path ({', '.join(KNOWN_CONDITIONS)}), else 'unknown'")
+                        f"name in the file's path ({', '.join(conditions.names())}), else 'unknown'")
     p.add_argument("--items-out", default=None, type=Path, metavar="FILE",
                    help="also write the per-item scores (.parquet or .csv)")
     p.add_argument("--original-dir", default=None, type=Path, metavar="DIR",

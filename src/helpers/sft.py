@@ -78,10 +78,11 @@ def run_keys(condition: str | None = None) -> list[str]:
     and for a teacher-family ``condition`` the teacher's settings
     (:data:`helpers.teacher_stage.TEACHER_KEYS`). (Which models / seeds / conditions are
     listed is not one of them: adding a condition does not retrain the others.)"""
-    from .traces import TEACHER_FAMILY, TRACE_KEYS
+    from . import conditions
+    from .traces import TRACE_KEYS
 
     keys = [k for k in TRACE_KEYS if k != "conditions"] + HPARAM_KEYS
-    if condition in TEACHER_FAMILY:
+    if condition is not None and conditions.get(condition).written_by == "teacher":
         from .teacher_stage import TEACHER_KEYS
 
         keys += TEACHER_KEYS
@@ -95,14 +96,6 @@ def _rows(rows) -> list[Mapping[str, Any]]:
     if hasattr(rows, "to_dict"):
         return rows.to_dict("records")
     return list(rows)
-
-
-def example_lengths(tok, family: str, rows, model_name: str) -> list[int]:
-    """Token count of every rendered training example (before truncation)."""
-    from . import chat, traces
-
-    return [len(chat.encode_conversation(tok, traces.messages(r, model_name), family)["input_ids"])
-            for r in _rows(rows)]
 
 
 def tokenize_examples(tok, family: str, rows, model_name: str, max_length: int | None,
@@ -658,18 +651,21 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
     """
     import torch
 
-    from . import models, traces
+    from . import conditions, models, traces
 
-    if condition in traces.DERIVED_CONDITIONS:
+    spec = conditions.get(condition)
+    if spec.family == "derived":
         raise ValueError(f"{condition!r} is trained by helpers.krsl.train_krsl_run, not sft.train_run")
-    if condition not in traces.CONDITIONS + traces.TEACHER_FAMILY:
-        raise ValueError(f"unknown condition {condition!r}; expected one of "
-                         f"{traces.CONDITIONS + traces.TEACHER_FAMILY}")
+    if not spec.has_trace_file:
+        raise ValueError(f"condition {condition!r} has no trace set to train on; expected one of "
+                         f"{conditions.names(written_by=('traces', 'teacher'))}")
     if cfg.get("loss_mask") not in LOSS_MASKS:
         raise ValueError(f"loss_mask must be one of {LOSS_MASKS}, not {cfg.get('loss_mask')!r}")
     rd = paths.run_dir(cfg["profile"], dataset, model_name, condition, seed)
     keys = run_keys(condition)
     out_name = "model" if cfg["method"] == "full" else "adapter"
+    # the trace set 03 wrote (04 never runs 03: a missing file names `make traces`)
+    frame = traces.load_condition(cfg["profile"], dataset, condition)
     inputs = traces.run_inputs(cfg, dataset, condition)
     fp = config.fingerprint(cfg, keys, stage="sft", inputs=inputs)
     if not force and config.stamp_hash(rd) == fp["hash"] and (rd / out_name).exists():
@@ -680,19 +676,6 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
         shutil.rmtree(rd / "checkpoints")
     run_hash = fp["hash"]  # config, code and trace set: a checkpoint of other work is not resumed
     resume = prepare_checkpoints(rd, run_hash)
-
-    try:
-        frame = traces.load_condition(cfg["profile"], dataset, condition)
-    except FileNotFoundError:
-        if condition in traces.teacher_conditions(cfg):
-            from . import teacher_stage
-
-            teacher_stage.prepare_teacher(cfg)  # 03_traces' teacher section
-        elif condition in traces.trained_conditions(cfg):
-            traces.prepare_traces(cfg)
-        else:
-            raise
-        frame = traces.load_condition(cfg["profile"], dataset, condition)
 
     config.seed_everything(seed)
     model, tok = load_for_training(cfg, model_name)
@@ -799,7 +782,9 @@ def load_trained(run_dir: str | Path, device: str | None = None, model_name: str
         tok = AutoTokenizer.from_pretrained(rd / "tokenizer")
     else:
         tok = models.load_tokenizer(name)
-    untrained = rd.parent.name == "untrained"
+    from .conditions import UNTRAINED
+
+    untrained = rd.parent.name == UNTRAINED
     if not untrained and (rd / "model").exists():
         model = models.load_model(str(rd / "model"), method="full", device=device, tokenizer=tok)
     else:
@@ -824,10 +809,11 @@ def load_trained(run_dir: str | Path, device: str | None = None, model_name: str
 def run_grid(cfg: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
     """Every (dataset, model, condition, seed) of the profile that this module trains
     (``krsl`` excluded: helpers.krsl)."""
-    from .traces import DERIVED_CONDITIONS, all_conditions
+    from . import conditions
+    from .traces import all_conditions
 
     return [(d, m, c, int(s)) for d in cfg["datasets"] for m in cfg["models"]
-            for c in all_conditions(cfg) if c not in DERIVED_CONDITIONS for s in cfg["seeds"]]
+            for c in all_conditions(cfg) if conditions.get(c).family != "derived" for s in cfg["seeds"]]
 
 
 def train_all(cfg: Mapping[str, Any], *, progress: bool = True, inner_progress: bool = True):
