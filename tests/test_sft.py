@@ -63,7 +63,7 @@ def test_model_loss_uses_exactly_the_masked_tokens(tok):
 
 def test_truncation_is_counted(tok):
     rows = examples()
-    lengths = sft.example_lengths(tok, "chatml", rows, "tiny")
+    lengths = traces.example_lengths(tok, "chatml", rows, "tiny")
     cut = min(lengths) - 5
     exs, st = sft.tokenize_examples(tok, "chatml", rows, "tiny", cut, "full")
     assert st["truncated"] == len(rows) and all(len(e["input_ids"]) == cut for e in exs)

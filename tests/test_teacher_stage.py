@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, data, evaluate, paths, scoring, sft, stats, traces
+from helpers import conditions, config, data, evaluate, paths, scoring, sft, stats, traces
 from helpers import teacher as TC
 from helpers import teacher_stage as TS
 from helpers.generate import prompt_hash
 
-FAMILY = list(traces.TEACHER_FAMILY)
+FAMILY = list(conditions.names(written_by="teacher"))
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ def _items(conds, test_set, ids, em):
             rows.append({"dataset": "cotempqa", "model": "tiny", "condition": c, "seed": 0, "id": pid,
                          "category": "equal", "answer_em": ok, "answer_f1": float(ok),
                          "has_trace_target": c not in ("vanilla", "untrained"),
-                         "trace_scored": c not in ("vanilla", "untrained") and c not in scoring.ANSWER_ONLY_CONDITIONS,
+                         "trace_scored": c not in ("vanilla", "untrained") and not scoring.answer_only(c),
                          "parse_status": "ok", "cls_correct": False, "ir_exact": False, "trace_correct": False,
                          "test_set": test_set})
     return pd.DataFrame(rows)
