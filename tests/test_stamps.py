@@ -70,7 +70,7 @@ def test_fingerprint_covers_config_code_and_inputs(tmp_path):
     config.write_stamp(tmp_path, cfg, ["lr"], stage="traces", inputs={"in": f}, summary={"n": 1})
     st = config.read_json(tmp_path / config.STAMP)
     assert st["hash"] == fp["hash"] and st["inputs"] == {"in": config.input_hashes([f])[str(f)]}
-    assert set(st["code"]) == {"traces.py", "templates.py", "decompose.py", "scoring.py"}
+    assert set(st["code"]) == {"traces.py", "conditions.py", "templates.py", "decompose.py", "scoring.py"}
     kw = dict(stage="traces", inputs={"in": f})
     assert config.is_fresh(tmp_path, dict(cfg, steps=3), ["lr"], **kw)      # a key not used
     assert not config.is_fresh(tmp_path, dict(cfg, lr=2), ["lr"], **kw)     # a key used
