@@ -1,5 +1,9 @@
 """Training targets per condition: every problem rendered as a chat example.
 
+The conditions themselves (which have a trace, what they corrupt, which stage writes them)
+are one table, :mod:`helpers.conditions`; this module holds the builders of the ``base`` and
+``tset`` families (registered by name with ``@conditions.builds``) and writes their files.
+
 A problem (one row of ``data/<profile>/<dataset>/train.parquet``) becomes a user message
 (:func:`helpers.templates.render_user`: context and question) and an assistant target that
 depends on the condition:
