@@ -604,9 +604,10 @@ def dataset_pairs(cfg: Mapping[str, Any], dataset: str, model_name: str, *, tok=
     cor_name, inc_name = conditions.get(KRSL).derives_from
     cor = _load_trace_set(cfg, dataset, cor_name)
     inc = _load_trace_set(cfg, dataset, inc_name)
-    pairs, stats = build_pairs(cor, inc, tok, models.model_family(model_name), model_name, cfg["max_length"],
-                               alpha=cfg["krsl_alpha"], beta=cfg["krsl_beta"], gamma=cfg["krsl_gamma"],
-                               return_stats=True)
+    build = conditions.builder(KRSL)  # build_pairs
+    pairs, stats = build(cor, inc, tok, models.model_family(model_name), model_name, cfg["max_length"],
+                         alpha=cfg["krsl_alpha"], beta=cfg["krsl_beta"], gamma=cfg["krsl_gamma"],
+                         return_stats=True)
     return pairs, {**stats, **pair_stats(pairs)}
 
 

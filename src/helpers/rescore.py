@@ -552,7 +552,7 @@ def rescore_original(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
                             "em_official": res["compat"][0]["answer"]["em"],
                             "em_answer_type": res["compat_answer_type"][0]["answer"]["em"],
                             "em_strict": res["strict"][0]["answer"]["em"]})
-        if cond == "vanilla":
+        if not scoring.has_trace_target(cond):  # vanilla: no steps to compare
             continue
         committed = committed_tables(run["committed"]) if run["committed"] is not None else {}
         if not committed:
