@@ -157,6 +157,16 @@ def test_the_check_catches_a_hidden_key():
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
+def test_papermill_reads_the_same_parameters(name):
+    """papermill's own parser finds every parameter of the cell (it skips a line with a second
+    `=`, e.g. in its comment, and then warns of an unknown parameter)."""
+    translators = pytest.importorskip("papermill.translators")
+    cell = {"source": _params_source(name)}
+    found = [p.name for p in translators.PythonTranslator.inspect(cell)]
+    assert found == list(config.parameters_cell(name))
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
 def test_papermill_gets_only_the_cells_keys(name):
     for profile in config.profile_names():
         got = config.notebook_params(name, profile)
