@@ -171,3 +171,27 @@ def test_papermill_gets_only_the_cells_keys(name):
     for profile in config.profile_names():
         got = config.notebook_params(name, profile)
         assert list(got) == list(config.parameters_cell(name))
+
+
+def test_make_passes_each_notebook_its_own_parameters():
+    import shutil
+    import sys
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(["make", "-n", "-s", "--no-print-directory", "PROFILE=smoke", "DATA_DIR=/data/x",
+                          "PY=python", "outputs/smoke/03_traces.ipynb"], cwd=paths.ROOT, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    lines = out.splitlines()
+    for name in ("01_data", "02_decompose", "03_traces"):
+        gen = next(x for x in lines if f"helpers.config params smoke notebooks/{name}.ipynb" in x)
+        assert "--set data_source=local --set data_dir=/data/x" in gen
+        target = gen.split(">")[-1].strip()
+        assert target == f"outputs/smoke/{name}.params.yaml"
+        pm = next(x for x in lines if "papermill" in x and f"notebooks/{name}.ipynb" in x)
+        assert f"-f {target}" in pm and " -p " not in pm and "profiles/" not in pm
+        args = gen.split("helpers.config", 1)[1].split(">")[0].split()
+        got = yaml.safe_load(subprocess.run([sys.executable, "-m", "helpers.config", *args],
+                                            capture_output=True, text=True, check=True).stdout)
+        assert list(got) == list(config.parameters_cell(name))
+        assert got["overrides"] == {"data_source": "local", "data_dir": "/data/x"}
