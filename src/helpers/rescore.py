@@ -374,17 +374,33 @@ def rescore(dataset: str, predictions: Path, *, category: str | None = None,
     else:
         preds, gold_df, issues = original_to_frames(records, dataset, predictions, category)
     condition = condition or infer_condition(predictions)
+    return rescore_frames(dataset, preds, gold_df, condition=condition, mode=mode,
+                          compat_join=compat_join, cotemp_rule=cotemp_rule, join_rows=join_rows,
+                          source=str(predictions), fmt=fmt,
+                          gold_csv=None if gold_csv is None else str(gold_csv), issues=issues)
+
+
+def rescore_frames(dataset: str, preds: pd.DataFrame, gold: pd.DataFrame, *, condition: str,
+                   mode: str = "strict", compat_join: str = "original", cotemp_rule: str = "official",
+                   join_rows: Sequence[scoring.JoinRow] | None = None,
+                   join_order: Sequence[str] | None = None, source: str = "(in memory)",
+                   fmt: str = "project", gold_csv: str | None = None,
+                   issues: dict | None = None) -> tuple[dict, pd.DataFrame]:
+    """(JSON summary, per-item scores) of predictions already in memory: ``preds`` (``id``,
+    ``prediction``) against ``gold`` (rows of the data schema), under ``mode`` (``strict``
+    or ``compat``, the original's rules). :func:`rescore` reads the files, then calls this."""
     try:
-        items = scoring.score_items(preds, gold_df, dataset=dataset, condition=condition,
-                                    mode_compat_join=compat_join,
+        items = scoring.score_items(preds, gold, dataset=dataset,
+                                    condition=condition, mode_compat_join=compat_join,
                                     answer_rule="compat" if mode == "compat" else "strict",
-                                    cotemp_rule=cotemp_rule, join_rows=join_rows)
+                                    cotemp_rule=cotemp_rule, join_rows=join_rows,
+                                    join_order=join_order)
     except (KeyError, ValueError) as e:
-        raise RescoreError(f"{predictions}: {e}") from None
+        raise RescoreError(f"{source}: {e}") from None
     summary = scoring.summarize(items)
     chosen = summary["strict"] if mode == "strict" else summary["compat"]
-    head = {"predictions": str(predictions), "format": fmt, "dataset": dataset, "mode": mode,
-            "compat_join": compat_join, "gold_csv": None if gold_csv is None else str(gold_csv),
+    head = {"predictions": source, "format": fmt, "dataset": dataset, "mode": mode,
+            "compat_join": compat_join, "gold_csv": gold_csv,
             "cotemp_rule": cotemp_rule, "join": items.attrs.get("compat_join", {}),
             "condition": condition,
             "n": summary["n"], "answer": summary["answer"],
@@ -392,7 +408,7 @@ def rescore(dataset: str, predictions: Path, *, category: str | None = None,
             "tables": chosen["tables"],
             "failure_classes": dict(summary["parse_status"]["by_class"],
                                     compat_unevaluated=summary["compat"]["n_unevaluated"]),
-            "gold_issues": issues}
+            "gold_issues": issues if issues is not None else {}}
     head.update({k: v for k, v in summary.items() if k not in head})
     return head, items
 

@@ -145,6 +145,12 @@ def _rng(seed: int, *parts: Any) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(h[:8], "little"))
 
 
+def step_rng(seed: int, dataset: str, problem_id: Any, step: str) -> np.random.Generator:
+    """The seeded generator one corruption ``step`` (``"label"`` or ``"ir"``) of one problem
+    draws from in :func:`build_condition` (03_traces draws with it step by step)."""
+    return _rng(seed, dataset, problem_id, step)
+
+
 def _other_label(p: Mapping[str, Any], labels: Sequence[str], seed: int, dataset: str) -> str:
     gold = p["category"].casefold()
     others = [l for l in labels if l.casefold() != gold]
@@ -613,7 +619,7 @@ def prepare_traces(cfg: Mapping[str, Any], force: bool = False, *, progress: boo
         (d / config.STAMP).unlink(missing_ok=True)
         train = load_problems(cfg, ds, "train")
         test = load_problems(cfg, ds, "test")
-        labels = default_labels(ds) if ds != "babi" else _babi_labels(cfg)
+        labels = labels_for(cfg, ds)
         rendering = T.check_rendering(cfg.get("rendering"))
         summ = {}
         for c in conds:
@@ -651,6 +657,12 @@ def run_inputs(cfg: Mapping[str, Any], dataset: str, condition: str) -> dict[str
     """The trace files a run of ``condition`` trains on (an SFT run's stamp hashes their
     content): its training set (parquet; the jsonl is a copy for readers)."""
     return {f"traces/{dataset}/{condition}_train.parquet": train_path(cfg["profile"], dataset, condition)}
+
+
+def labels_for(cfg: Mapping[str, Any], dataset: str) -> tuple[str, ...]:
+    """The label set a corrupted classification step is drawn from under ``cfg`` (what
+    :func:`prepare_traces` passes :func:`build_condition` and records in its stamp)."""
+    return default_labels(dataset) if dataset != "babi" else _babi_labels(cfg)
 
 
 def _babi_labels(cfg: Mapping[str, Any]) -> tuple[str, ...]:
