@@ -165,11 +165,11 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "decompose": ("decompose",),  # 02's variants.parquet / decomposition.json
     "traces": ("traces", "decompose", "templates", "scoring"),
     "teacher": ("teacher_stage", "teacher", "traces", "decompose", "templates", "scoring",
-                "generate", "models", "model_configs", "chat", "chat_templates"),
-    "sft": ("sft", "models", "model_configs", "chat", "chat_templates", "templates", "traces"),
-    "krsl": ("krsl", "sft", "models", "model_configs", "chat", "chat_templates", "templates",
+                "engine", "models", "model_configs", "chat", "chat_templates"),
+    "sft": ("sft", "engine", "models", "model_configs", "chat", "chat_templates", "templates", "traces"),
+    "krsl": ("krsl", "sft", "engine", "models", "model_configs", "chat", "chat_templates", "templates",
              "traces"),
-    "eval": ("evaluate", "generate", "sft", "models", "model_configs", "chat", "chat_templates",
+    "eval": ("evaluate", "generate", "engine", "sft", "models", "model_configs", "chat", "chat_templates",
              "templates", "traces"),
 }
 
@@ -188,7 +188,7 @@ def _module_files(name: str) -> list[Path]:
     if p.is_file():
         return [p]
     d = SOURCE_DIR / name
-    if d.is_dir():  # a data folder of the package (chat_templates/, model_configs/)
+    if d.is_dir():  # a subpackage (engine/) or a data folder (chat_templates/, model_configs/)
         return sorted(x for x in d.rglob("*") if x.is_file() and "__pycache__" not in x.parts)
     raise FileNotFoundError(f"helpers has no module or folder {name!r} (in {SOURCE_DIR}); "
                             "fix config.STAGE_MODULES")
