@@ -891,7 +891,7 @@ def bench_reproduce(profile: str, work: Path, *, stages: Sequence[str] = REPRO_S
 # The two paper students' architectures: their hub config.json files, shipped in the package
 # (helpers/model_configs/), so a model of the same size and shape can be built without the
 # network (random weights).
-MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+MODEL_CONFIG_DIR = ROOT / "src" / "helpers" / "model_configs"
 PAPER_STUDENTS = ("llama-3.2-1b", "qwen3-1.7b")
 
 
