@@ -56,7 +56,9 @@ unexport MPLBACKEND
 PM_SET := $(if $(DATA_DIR),--set data_source=local --set data_dir=$(abspath $(DATA_DIR)),)
 PROFILE_FILES := profiles/defaults.yaml profiles/$(PROFILE).yaml
 PAPERMILL = $(PY) -m papermill -k $(KERNEL) --cwd notebooks --progress-bar --log-output
-SRC := $(wildcard src/helpers/*.py) pyproject.toml
+# the study package, subpackages included (helpers/engine/, helpers/qa/); benchmarks/ is not in
+# it: editing the benchmark re-runs no notebook
+SRC := $(sort $(shell find src/helpers -name '*.py' -not -path '*/__pycache__/*')) pyproject.toml
 ENV_STAMP := $(VENV)/.installed
 FIGS := accuracy_by_condition step_accuracy contingency_heatmaps forest_phi_or accuracy_by_category key_steps
 
@@ -142,8 +144,8 @@ unit: $(ENV_STAMP) ## unit tests only (no notebooks)
 smoke: ## run the whole study on the smoke profile (tiny model, seconds per notebook)
 	$(MAKE) reproduce PROFILE=smoke
 
-bench: $(ENV_STAMP) ## speed benchmark vs the straightforward way: results/bench/bench.{json,md}
-	$(PY) -m helpers.bench --profile $(PROFILE)
+bench: $(ENV_STAMP) ## speed benchmark, fast engine vs the straightforward way: results/bench/bench.{json,md}
+	$(PY) benchmarks/bench.py --profile $(PROFILE)
 
 gpu-check: $(ENV_STAMP) ## on a CUDA GPU (<= 8 min, no network): QLoRA train/save/merge, generation engine vs generate, speed: results/gpu_check.json
 	$(PY) benchmarks/gpu_check.py

@@ -400,7 +400,8 @@ def test_trainer_loss_on_wanted_positions_equals_the_loss_on_whole_logits(tiny_t
     krsl_loss on the model's logits for every position of the whole batch."""
     from types import SimpleNamespace
 
-    from helpers import models, sft, traces
+    from helpers import models, traces
+    from helpers.engine import training
 
     df = _problems(4)
     cor = traces.build_condition(df, "cotempqa", "correct", 0)
@@ -411,7 +412,7 @@ def test_trainer_loss_on_wanted_positions_equals_the_loss_on_whole_logits(tiny_t
     ids = torch.cat([batch["input_ids_c"], batch["input_ids_i"]])
     att = torch.cat([batch["attention_mask_c"], batch["attention_mask_i"]])
     keep = (torch.cat([batch["labels_c"], batch["labels_i"]])[:, 1:] != -100).any(0).nonzero().squeeze(-1)
-    assert sft.shared_prefix_len(model, ids, att, keep) >= sft.MIN_SHARED_PREFIX
+    assert training.batch_prefix_len(model, ids, att, keep) >= training.MIN_SHARED_PREFIX
     fake = SimpleNamespace(krsl_nll_threshold=20.0)
     with torch.no_grad():
         ours, out = krsl._trainer_class().compute_loss(fake, model, batch, return_outputs=True)

@@ -212,11 +212,13 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "decompose": ("decompose",),  # 02's variants.parquet / decomposition.json
     "traces": ("traces", "conditions", "decompose", "templates", "scoring"),
     "teacher": ("teacher_stage", "teacher", "conditions", "traces", "decompose", "templates", "scoring",
-                "generate", "models", "model_configs", "chat", "chat_templates"),
-    "sft": ("sft", "conditions", "models", "model_configs", "chat", "chat_templates", "templates", "traces"),
-    "krsl": ("krsl", "sft", "conditions", "models", "model_configs", "chat", "chat_templates", "templates",
-             "traces"),
-    "eval": ("evaluate", "generate", "sft", "conditions", "models", "model_configs", "chat", "chat_templates",
+                "generate", "engine", "models", "model_configs", "chat", "chat_templates"),
+    "sft": ("sft", "engine", "conditions", "models", "model_configs", "chat", "chat_templates", "templates",
+            "traces"),
+    "krsl": ("krsl", "sft", "engine", "conditions", "models", "model_configs", "chat", "chat_templates",
+             "templates", "traces"),
+    "eval": ("evaluate", "generate", "engine", "sft", "conditions", "models", "model_configs", "chat",
+             "chat_templates",
              "templates", "traces"),
 }
 
@@ -235,7 +237,7 @@ def _module_files(name: str) -> list[Path]:
     if p.is_file():
         return [p]
     d = SOURCE_DIR / name
-    if d.is_dir():  # a data folder of the package (chat_templates/, model_configs/)
+    if d.is_dir():  # a subpackage (engine/) or a data folder (chat_templates/, model_configs/)
         return sorted(x for x in d.rglob("*") if x.is_file() and "__pycache__" not in x.parts)
     raise FileNotFoundError(f"helpers has no module or folder {name!r} (in {SOURCE_DIR}); "
                             "fix config.STAGE_MODULES")

@@ -22,7 +22,7 @@ UNTRAINED = conditions.UNTRAINED
 # starts, so an interrupted run resumes): these config keys, the eval stage's code
 # (helpers.config.STAGE_MODULES["eval"]) and the content of the weights and the test file.
 # Another stamp: the old predictions are dropped and the run is generated again.
-EVAL_KEYS = ["max_new_tokens", "eval_batch_size"]
+EVAL_KEYS = ["max_new_tokens", "eval_batch_size", "engine"]
 PRED_STAMP = "predictions.stamp.json"
 
 
@@ -100,6 +100,7 @@ def evaluate_run(cfg: Mapping[str, Any], dataset: str, model_name: str, conditio
         model, tok = sft.load_trained(run, model_name=model_name)
         generate_predictions(model, tok, items, out, max_new_tokens=cfg["max_new_tokens"],
                              batch_size=cfg["eval_batch_size"], progress=progress,
+                             engine=cfg.get("engine") or "fast",
                              desc=f"{dataset}/{model_name}/{condition}/seed{seed}")
         del model
         gc.collect()

@@ -510,10 +510,10 @@ def _trainer_class():
     transformers."""
     if "KRSLTrainer" in globals():
         return globals()["KRSLTrainer"]
-    from . import sft
+    from .engine import training
 
-    class KRSLTrainer(sft.trainer_class()):
-        """The study's trainer (:func:`helpers.sft.trainer_class`: seeded length-grouped
+    class KRSLTrainer(training.trainer_class()):
+        """The study's trainer (:func:`helpers.engine.training.trainer_class`: seeded length-grouped
         batches) with the KRSL loss over batches of dual pairs (:class:`KRSLCollator`).
 
         Correct and incorrect sequences go through the model in one forward pass; the loss is
@@ -536,11 +536,15 @@ def _trainer_class():
             ids = torch.cat([inputs["input_ids_c"], inputs["input_ids_i"]], dim=0)
             att = torch.cat([inputs["attention_mask_c"], inputs["attention_mask_i"]], dim=0)
             # logits only where some sequence has a target (position t predicts token t + 1),
-            # the opening every sequence shares run once (sft.logits_at)
+            # the opening every sequence shares run once (engine.training.logits_at; under
+            # engine: plain, one forward pass over the whole batch)
             labels = torch.cat([inputs["labels_c"], inputs["labels_i"]], dim=0)
             w = torch.cat([inputs["weights_c"], inputs["weights_i"]], dim=0)
-            keep = sft.loss_positions(labels)
-            logits = sft.logits_at(model, ids, att, keep)
+            keep = training.loss_positions(labels)
+            if getattr(self, "engine", "fast") == "fast":
+                logits = training.logits_at(model, ids, att, keep)
+            else:
+                logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, keep]
             y, w = labels[:, 1:][:, keep], w[:, 1:][:, keep]
             thr = float(self.krsl_nll_threshold)
             loss_c, st_c = krsl_loss_at(logits[:b], y[:b], w[:b], inputs["n_target_c"], thr, return_stats=True)
@@ -678,6 +682,9 @@ def train_krsl_run(cfg: Mapping[str, Any], dataset: str, model_name: str, seed: 
                                 lengths=lengths, progress=progress, include_num_input_tokens_seen="no",
                                 desc=f"krsl {dataset}/{model_name}/seed{seed}")
     trainer.krsl_nll_threshold = float(cfg["krsl_nll_threshold"])
+    from .engine import choice
+
+    trainer.engine = choice(cfg)
     start_step = 0
     if resume is not None:
         start_step = int(config.read_json(resume / "trainer_state.json").get("global_step", 0))

@@ -14,7 +14,7 @@ produce the same records:
                    ``<think>…</think>`` block at the start of ``content`` (local servers).
 ``LocalBackend``   a Hugging Face reasoning model (e.g. a DeepSeek-R1-Distill or Qwen3 with
                    thinking) through the project's own greedy generation
-                   (:func:`helpers.generate.generate_stream`), prompted with the model's own
+                   (:func:`helpers.engine.generation.generate_stream`), prompted with the model's own
                    chat template.
 ``FileBackend``    a JSON-lines file of traces made anywhere else: ``{"id", "trace",
                    "answer"}`` per line (optionally ``summary`` / ``posthoc``); malformed
@@ -603,7 +603,7 @@ class LocalBackend(Backend):
 
     def run(self, reqs: Sequence[Request], done: Callable[[int, dict[str, Any]], None],
             stop: Callable[[], bool] | None = None) -> None:
-        from .generate import generate_stream, low_precision
+        from .engine.generation import generate_stream, low_precision
 
         if not reqs:
             return
