@@ -50,9 +50,15 @@ export PYTHONUNBUFFERED := 1
 # selects Agg itself and needs no display.
 unexport MPLBACKEND
 
-PM_EXTRA := $(if $(DATA_DIR),-p data_source local -p data_dir $(abspath $(DATA_DIR)),)
-PAPERMILL = $(PY) -m papermill -k $(KERNEL) --cwd notebooks -f profiles/$(PROFILE).yaml $(PM_EXTRA) --progress-bar --log-output
-SRC := $(wildcard src/helpers/*.py src/helpers/qa/*.py) pyproject.toml
+# Parameters: profiles/defaults.yaml, then profiles/$(PROFILE).yaml, then these overrides for the
+# whole run; each notebook gets only the keys of its parameters cell (`python -m helpers.config
+# params`, written beside the executed notebook as <notebook>.params.yaml).
+PM_SET := $(if $(DATA_DIR),--set data_source=local --set data_dir=$(abspath $(DATA_DIR)),)
+PROFILE_FILES := profiles/defaults.yaml profiles/$(PROFILE).yaml
+PAPERMILL = $(PY) -m papermill -k $(KERNEL) --cwd notebooks --progress-bar --log-output
+# the study package, subpackages included (helpers/engine/, helpers/qa/); benchmarks/ is not in
+# it: editing the benchmark re-runs no notebook
+SRC := $(sort $(shell find src/helpers -name '*.py' -not -path '*/__pycache__/*')) pyproject.toml
 ENV_STAMP := $(VENV)/.installed
 FIGS := accuracy_by_condition step_accuracy contingency_heatmaps forest_phi_or accuracy_by_category key_steps
 
@@ -77,11 +83,12 @@ $(ENV_STAMP): pyproject.toml requirements/cpu.lock requirements/cpu-py310.lock r
 # The parameters a stage ran with: rewritten only when they change, so a new DATA_DIR reruns.
 $(OUT)/.params: FORCE | $(ENV_STAMP)
 	@mkdir -p $(OUT)
-	@echo "$(PM_EXTRA)" | cmp -s - $@ || echo "$(PM_EXTRA)" > $@
+	@echo "$(PM_SET)" | cmp -s - $@ || echo "$(PM_SET)" > $@
 
 define stage
-$(OUT)/$(1).ipynb: notebooks/$(1).ipynb profiles/$(PROFILE).yaml $(OUT)/.params $(SRC) $(2) | $(ENV_STAMP)
-	$$(PAPERMILL) notebooks/$(1).ipynb $$@.tmp.ipynb
+$(OUT)/$(1).ipynb: notebooks/$(1).ipynb $(PROFILE_FILES) $(OUT)/.params $(SRC) $(2) | $(ENV_STAMP)
+	$$(PY) -m helpers.config params $(PROFILE) notebooks/$(1).ipynb $$(PM_SET) > $(OUT)/$(1).params.yaml
+	$$(PAPERMILL) -f $(OUT)/$(1).params.yaml notebooks/$(1).ipynb $$@.tmp.ipynb
 	mv $$@.tmp.ipynb $$@
 endef
 $(eval $(call stage,01_data,))
@@ -137,8 +144,8 @@ unit: $(ENV_STAMP) ## unit tests only (no notebooks)
 smoke: ## run the whole study on the smoke profile (tiny model, seconds per notebook)
 	$(MAKE) reproduce PROFILE=smoke
 
-bench: $(ENV_STAMP) ## speed benchmark vs the straightforward way: results/bench/bench.{json,md}
-	$(PY) -m helpers.bench --profile $(PROFILE)
+bench: $(ENV_STAMP) ## speed benchmark, fast engine vs the straightforward way: results/bench/bench.{json,md}
+	$(PY) benchmarks/bench.py --profile $(PROFILE)
 
 gpu-check: $(ENV_STAMP) ## on a CUDA GPU (<= 8 min, no network): QLoRA train/save/merge, generation engine vs generate, speed: results/gpu_check.json
 	$(PY) benchmarks/gpu_check.py

@@ -16,7 +16,7 @@ on one H100-class GPU, without the network.
    setting on sequences of ``max_length`` tokens (the longest batches: the memory peak), tokens/s,
    MFU and peak memory; the adapter saved and merged (merged logits = unmerged adapter logits); the
    engine against ``model.generate`` at the profile's evaluation batch.
-4. **The bench's GPU part** (``helpers.bench.bench_gpu``): bf16 LoRA vs QLoRA training tokens/s,
+4. **The bench's GPU part** (``benchmarks/bench.py``'s ``bench_gpu``): bf16 LoRA vs QLoRA training tokens/s,
    MFU and peak memory, generation tokens/s, and the paper grid's wall time estimated from them.
 
 Writes ``results/gpu_check.json`` (config, versions, git commit, every figure) and prints a short
@@ -44,10 +44,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "src") not in sys.path:  # the checkout's helpers, also when run without installing
-    sys.path.insert(0, str(ROOT / "src"))
+for _p in (ROOT / "src", ROOT / "benchmarks"):  # the checkout's helpers and bench, also when run without installing
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
-from helpers import bench, config, generate, models, paths, sft  # noqa: E402
+import bench  # noqa: E402
+from helpers import config, generate, models, paths, sft  # noqa: E402
+from helpers.engine import generation, training  # noqa: E402
 
 BUDGET_S = 8 * 60    # the whole check on one H100-class GPU
 RESERVE_S = 75       # a stage is not started with less than this left
@@ -166,7 +169,7 @@ def train(cfg: Mapping[str, Any], model, tok, examples: Sequence[Mapping[str, An
 
     clock = Clock()
     _reset_peak()
-    trainer = sft.build_trainer(cfg, model, tok, list(examples), run_dir, seed=0, loss_fn=sft.target_positions_loss,
+    trainer = sft.build_trainer(cfg, model, tok, list(examples), run_dir, seed=0, loss_fn=training.target_positions_loss,
                                 max_steps=steps, progress=False, callbacks=[clock], save_strategy="no")
     trainer.loss_is_scaled_for_ga = bool(trainer.model_accepts_loss_kwargs)
     trainer.train()
@@ -208,28 +211,28 @@ def plain_generate(model, tok, rows: Sequence[Sequence[int]], *, max_new_tokens:
             n = row.index(eos) + 1 if eos in row else len(row)
             while eos not in row[:n] and n and row[n - 1] == pad:
                 n -= 1
-            out.append(generate._result(tok, row[:n], eos))
+            out.append(generation.result_record(tok, row[:n], eos))
     return out
 
 
 def compare_generation(model, tok, rows: Sequence[Sequence[int]], *, max_new_tokens: int, batch_size: int,
                        eos: int, engine: Callable[[], list[dict[str, Any]]] | None = None) -> dict[str, Any]:
-    """The project's engine (``engine()``, default :func:`helpers.generate.generate_stream` over
+    """The project's engine (``engine()``, default :func:`helpers.engine.generation.generate_stream` over
     ``rows`` longest-first) vs :func:`plain_generate`: identical greedy outputs, tokens/s of each."""
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
 
     def project():
         res: list[Any] = [None] * len(rows)
-        for j, r in generate.generate_stream(model, tok, [rows[i] for i in order], max_new_tokens=max_new_tokens,
-                                             batch_size=batch_size, eos_token_id=eos):
+        for j, r in generation.generate_stream(model, tok, [rows[i] for i in order], max_new_tokens=max_new_tokens,
+                                               batch_size=batch_size, eos_token_id=eos):
             res[order[j]] = r
         return res
 
     run = engine or project
     # warm-up of both ways (CUDA kernels, allocator) before either is timed
     plain_generate(model, tok, rows[:2], max_new_tokens=2, batch_size=2, eos=eos)
-    list(generate.generate_stream(model, tok, [rows[i] for i in order[:2]], max_new_tokens=2, batch_size=2,
-                                  eos_token_id=eos))
+    list(generation.generate_stream(model, tok, [rows[i] for i in order[:2]], max_new_tokens=2, batch_size=2,
+                                    eos_token_id=eos))
     _sync()
     t = time.perf_counter()
     a = run()

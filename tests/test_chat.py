@@ -4,7 +4,7 @@ import datetime as _dt
 
 import pytest
 
-from helpers import chat, models, paths, traces
+from helpers import chat, conditions, models, paths, traces
 from test_traces import BABI, GOLDEN, USERS
 
 SYS = ("You are {}, an AI assistant created to be helpful and honest. Your knowledge spans a wide range of "
@@ -71,7 +71,7 @@ def test_golden_qwen3_and_llama3_written_out(toks):
 
 
 @pytest.mark.parametrize("family", chat.FAMILIES)
-@pytest.mark.parametrize("condition", traces.CONDITIONS)
+@pytest.mark.parametrize("condition", conditions.names("base"))
 def test_golden_render_per_condition_and_family(toks, family, condition):
     ex = traces.build_condition(BABI, "babi", condition, 0,
                                 labels=["single-supporting-fact", "two-supporting-facts"]).iloc[0]

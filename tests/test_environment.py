@@ -215,10 +215,10 @@ def test_reused_torch_keeps_its_own_requirements():
 
 
 def test_profiles_share_the_same_keys():
-    keys = {p.stem: list(config.load_profile(p.stem)) for p in paths.PROFILES.glob("*.yaml")}
+    keys = {name: list(config.load_profile(name)) for name in config.profile_names()}
     assert {"smoke", "quick", "paper"} <= set(keys)
     for name, k in keys.items():
-        assert k == keys["quick"], f"profile {name} keys differ from quick"
+        assert k == keys["quick"] == config.param_keys(), f"profile {name} keys differ from quick"
 
 
 def test_unknown_profile_is_a_clear_error():
@@ -228,10 +228,11 @@ def test_unknown_profile_is_a_clear_error():
 
 def test_from_params_checks_keys():
     ns = dict(config.load_profile("smoke"))
-    assert config.from_params(ns)["profile"] == "smoke"
-    del ns["lr"]
-    with pytest.raises(KeyError, match="lr"):
-        config.from_params(ns)
+    assert config.from_params(ns) == config.load_profile("smoke")
+    del ns["lr"]  # a key the notebook does not show comes from the profile
+    assert config.from_params(ns)["lr"] == config.load_profile("smoke")["lr"]
+    with pytest.raises(KeyError, match="lrr"):
+        config.from_params({"profile": "smoke", "overrides": {"lrr": 1}})
     ns = dict(config.load_profile("smoke"), data_source="local", data_dir="")
     with pytest.raises(ValueError, match="data_dir"):
         config.from_params(ns)
@@ -258,7 +259,7 @@ def test_notebook_is_clean_and_parametrised(name):
     tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, f"{name}: {len(tagged)} parameters cells (papermill wants one)"
     src = "".join(tagged[0]["source"])
-    for key in config.param_keys():
+    for key in config.RUN_PARAMS:  # the notebook's own keys: tests/test_config.py
         assert re.search(rf"^{key}\s*=", src, re.M), f"{name}: parameters cell lacks {key}"
     nxt = code[code.index(tagged[0]) + 1]
     assert "from_params" in "".join(nxt["source"]), f"{name}: no derived-config cell after parameters"

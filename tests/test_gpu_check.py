@@ -9,9 +9,11 @@ import sys
 
 import pytest
 
-from helpers import bench, config, paths
+from helpers import config, paths
 
 SCRIPT = paths.ROOT / "benchmarks" / "gpu_check.py"
+sys.path.insert(0, str(SCRIPT.parent))  # the benchmarks live outside the study package
+import bench  # noqa: E402
 
 
 def _module():

@@ -375,8 +375,10 @@ def test_smoke_krsl_run_on_the_tiny_model(tmp_path, monkeypatch):
     assert tok.padding_side == "left" and not model.training
 
 
-def test_compare_with_correct_is_mcnemar_on_the_same_items():
+def test_krsl_vs_correct_is_mcnemar_on_the_same_items():
     import pandas as pd
+
+    from helpers import stats
 
     rows = []
     # 30 items: correct gets answers right on items 0-19, krsl on 0-9 and 20-29 -> 10 / 10 discordant
@@ -386,7 +388,7 @@ def test_compare_with_correct_is_mcnemar_on_the_same_items():
             rows.append({"dataset": "cotempqa", "model": "tiny", "condition": cond, "seed": 0, "id": f"q{k}",
                          "category": "equal", "answer_em": ok, "answer_f1": float(ok), "has_trace_target": True,
                          "cls_correct": ok, "ir_exact": k < 15, "trace_correct": ok and k < 15})
-    out = krsl.compare_with_correct(pd.DataFrame(rows))
+    out = stats.krsl_vs_correct(pd.DataFrame(rows))
     assert set(out["metric"]) == {"answer_em", "trace_correct"}
     r = out[out["metric"] == "answer_em"].iloc[0]
     assert (r["cond_x"], r["cond_y"], r["n"]) == ("correct", "krsl", 30)
@@ -398,7 +400,8 @@ def test_trainer_loss_on_wanted_positions_equals_the_loss_on_whole_logits(tiny_t
     krsl_loss on the model's logits for every position of the whole batch."""
     from types import SimpleNamespace
 
-    from helpers import models, sft, traces
+    from helpers import models, traces
+    from helpers.engine import training
 
     df = _problems(4)
     cor = traces.build_condition(df, "cotempqa", "correct", 0)
@@ -409,7 +412,7 @@ def test_trainer_loss_on_wanted_positions_equals_the_loss_on_whole_logits(tiny_t
     ids = torch.cat([batch["input_ids_c"], batch["input_ids_i"]])
     att = torch.cat([batch["attention_mask_c"], batch["attention_mask_i"]])
     keep = (torch.cat([batch["labels_c"], batch["labels_i"]])[:, 1:] != -100).any(0).nonzero().squeeze(-1)
-    assert sft.shared_prefix_len(model, ids, att, keep) >= sft.MIN_SHARED_PREFIX
+    assert training.batch_prefix_len(model, ids, att, keep) >= training.MIN_SHARED_PREFIX
     fake = SimpleNamespace(krsl_nll_threshold=20.0)
     with torch.no_grad():
         ours, out = krsl._trainer_class().compute_loss(fake, model, batch, return_outputs=True)

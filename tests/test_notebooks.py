@@ -59,8 +59,9 @@ def image_cells(nb) -> list[int]:
 PLOTTING_CELLS = {"01_data": 1, "02_decompose": 1, "03_traces": 1, "04_sft": 1, "06_correlation": 6}
 
 
-def test_six_notebooks_run_on_the_smoke_profile(tmp_path, monkeypatch):
+def test_six_notebooks_run_on_the_smoke_profile(tmp_path, monkeypatch, caplog):
     papermill = pytest.importorskip("papermill")
+    caplog.set_level("WARNING", logger="papermill")
     make_env = as_make_runs_them(monkeypatch)
     params = config.load_profile("smoke")
     # from nothing: the previous smoke run's artifacts must not be what the checks see
@@ -69,8 +70,11 @@ def test_six_notebooks_run_on_the_smoke_profile(tmp_path, monkeypatch):
         shutil.rmtree(d, ignore_errors=True)
     for name in NOTEBOOKS:
         papermill.execute_notebook(str(paths.NOTEBOOKS / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
-                                   parameters=params, kernel_name="python3", cwd=str(paths.NOTEBOOKS),
-                                   progress_bar=False)
+                                   parameters=config.notebook_params(name, "smoke"), kernel_name="python3",
+                                   cwd=str(paths.NOTEBOOKS), progress_bar=False)
+    # each notebook got exactly the keys of its parameters cell (what make passes it)
+    unknown = [r.getMessage() for r in caplog.records if "unknown parameter" in r.getMessage()]
+    assert not unknown, unknown
     for ds in params["datasets"]:
         for split in ("train", "test"):
             df = pd.read_parquet(paths.data_dir("smoke", ds) / f"{split}.parquet")

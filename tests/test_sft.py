@@ -64,7 +64,7 @@ def test_model_loss_uses_exactly_the_masked_tokens(tok):
 
 def test_truncation_is_counted(tok):
     rows = examples()
-    lengths = sft.example_lengths(tok, "chatml", rows, "tiny")
+    lengths = traces.example_lengths(tok, "chatml", rows, "tiny")
     cut = min(lengths) - 5
     exs, st = sft.tokenize_examples(tok, "chatml", rows, "tiny", cut, "full")
     assert st["truncated"] == len(rows) and all(len(e["input_ids"]) == cut for e in exs)
@@ -85,22 +85,6 @@ def test_collator_pads_per_batch_without_loss(tok):
     assert (b["input_ids"][short, k:] == tok.pad_token_id).all() and tok.pad_token_id != tok.eos_token_id
     assert (b["labels"][short, k:] == -100).all() and (b["attention_mask"][short, k:] == 0).all()
     assert b["attention_mask"][short, :k].all()
-
-
-def test_length_grouped_sampler_is_seeded_and_saves_padding():
-    import random
-
-    rnd = random.Random(0)
-    lengths = [rnd.randint(20, 400) for _ in range(400)]
-    s = sft.LengthGroupedSampler(lengths, batch_size=4, seed=3)
-    a = list(s)
-    assert sorted(a) == list(range(400)) and a == list(sft.LengthGroupedSampler(lengths, 4, seed=3))
-    s.set_epoch(1)
-    assert list(s) != a
-    rand = torch.randperm(400, generator=torch.Generator().manual_seed(3)).tolist()
-    grouped, shuffled = sft.padding_stats(lengths, a, 4), sft.padding_stats(lengths, rand, 4)
-    assert grouped["real_tokens"] == shuffled["real_tokens"]
-    assert grouped["efficiency"] > 0.95 > shuffled["efficiency"]
 
 
 # --------------------------------------------------------------------------------------
@@ -134,21 +118,6 @@ def test_smoke_training_lowers_the_loss(tmp_path):
     assert len(losses) == 8 and losses[-1] < losses[0]
     after = _loss_on(model, exs, tok.pad_token_id)
     assert after < before - 0.15, (before, after)  # a random 2-layer model: LoRA moves it slowly
-
-
-def test_loss_hook_replaces_the_loss(tmp_path):
-    cfg = smoke_cfg(max_steps=2)
-    first = {}
-    for name, hook in (("plain", None), ("half", lambda model, inputs, n: 0.5 * model(**inputs).loss)):
-        config.seed_everything(0)
-        model, tok = sft.load_for_training(cfg, "tiny")
-        exs, _ = sft.tokenize_examples(tok, "chatml", examples(), "tiny", 1024, "completion")
-        trainer = sft.build_trainer(cfg, model, tok, exs, tmp_path / name, loss_fn=hook, progress=False,
-                                    save_strategy="no")
-        assert isinstance(trainer, sft.trainer_class())
-        trainer.train()
-        first[name] = [h["loss"] for h in trainer.state.log_history if "loss" in h][0]
-    assert first["half"] == pytest.approx(0.5 * first["plain"], rel=1e-3)
 
 
 @pytest.fixture
@@ -234,97 +203,3 @@ def test_load_trained_merges_and_stops(study):
     assert table[["dataset", "condition", "seed"]].values.tolist() == [["babi", "correct", 0]]
     curves = sft.loss_curves(cfg)
     assert curves["step"].tolist() == list(range(1, 7))
-
-
-def test_fast_dropout_matches_dropout_in_distribution():
-    d = sft.FastDropout(0.05)
-    x = torch.ones(1000, 1000)
-    torch.manual_seed(1)
-    y = d(x)
-    dropped = (y == 0).float().mean().item()
-    assert abs(dropped - 0.05) < 0.002
-    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.95))
-    assert abs(y.mean().item() - 1.0) < 0.005
-    torch.manual_seed(1)
-    assert torch.equal(d(x), y), "seeded by torch's generator"
-    d.eval()
-    assert d(x) is x
-    cfg = smoke_cfg(lora_dropout=0.1)
-    model, _ = sft.load_for_training(cfg, "tiny")
-    fast = [m for m in model.modules() if type(m).__name__ == "_FastDropout"]
-    assert len(fast) == 2 * 7 and all(m.p == 0.1 for m in fast)  # 2 layers x 7 adapted projections
-
-
-def test_shared_prefix_len_rules():
-    """Leading columns equal and unpadded in every row, cut before the first wanted position."""
-    model = torch.nn.Module()
-    ids = torch.arange(40).repeat(3, 1)
-    ids[1, 25:] += 100                                  # rows agree on columns 0..24
-    att = torch.ones_like(ids)
-    keep_all = torch.arange(30, 39)
-    assert sft.shared_prefix_len(model, ids, att, keep_all) == 25
-    assert sft.shared_prefix_len(model, ids, att, torch.arange(20, 39)) == 20   # a wanted position at 20
-    assert sft.shared_prefix_len(model, ids, att, torch.arange(10, 39)) == 0    # 10 < MIN_SHARED_PREFIX
-    pad = att.clone()
-    pad[2, 18:] = 0                                     # row 2 ends at 18: padding is not shared
-    assert sft.shared_prefix_len(model, ids, pad, keep_all) == 18
-    assert sft.shared_prefix_len(model, ids[:1], att[:1], keep_all) == 0       # nothing to share with
-    assert sft.shared_prefix_len(model, ids[:, :20], att[:, :20], torch.arange(0)) == 19  # one token left per row
-    model.is_activation_checkpointing = True
-    assert sft.shared_prefix_len(model, ids, att, keep_all) == 0
-
-
-def test_shared_prefix_pass_gives_the_same_loss_and_gradients(monkeypatch):
-    """Running the common opening once and repeating its cache is the same computation as the
-    whole batch: same loss, same LoRA gradients (fp32), with right padding in the batch."""
-    cfg = smoke_cfg(lora_dropout=0.0)
-    model, tok = sft.load_for_training(cfg, "tiny")
-    torch.manual_seed(0)
-    for name, p in model.named_parameters():
-        if "lora_B" in name:                            # B starts at zero: give the A's gradients
-            p.data.normal_(0.0, 0.05)
-    ex, _ = sft.tokenize_examples(tok, "chatml", examples("correct").head(4), "tiny", 1024, "completion")
-    batch = sft.PaddingCollator(tok.pad_token_id)(ex)
-    assert (batch["attention_mask"] == 0).any(), "the batch should hold padding"
-    keep = (batch["labels"][:, 1:] != -100).any(dim=0).nonzero().squeeze(-1)
-    p = sft.shared_prefix_len(model, batch["input_ids"], batch["attention_mask"], keep)
-    assert p >= sft.MIN_SHARED_PREFIX
-    model.train()
-
-    def loss_and_grads():
-        model.zero_grad()
-        loss = sft.target_positions_loss(model, batch)
-        loss.backward()
-        return loss.detach(), {n: q.grad.clone() for n, q in model.named_parameters() if q.requires_grad}
-
-    shared_loss, shared_grads = loss_and_grads()
-    monkeypatch.setattr(sft, "MIN_SHARED_PREFIX", 10 ** 9)   # every batch in one plain pass
-    assert sft.shared_prefix_len(model, batch["input_ids"], batch["attention_mask"], keep) == 0
-    plain_loss, plain_grads = loss_and_grads()
-    assert torch.allclose(shared_loss, plain_loss, atol=1e-6), (shared_loss, plain_loss)
-    assert shared_grads.keys() == plain_grads.keys() and len(plain_grads) > 0
-    for n in plain_grads:
-        assert plain_grads[n].abs().max() > 0, n
-        assert torch.allclose(shared_grads[n], plain_grads[n], rtol=1e-4, atol=1e-7), n
-
-
-@pytest.mark.parametrize("loss_mask", ["full", "completion"])
-def test_target_positions_loss_equals_the_models_own_loss(loss_mask):
-    """The loss computed only at labelled positions is the model's full causal-LM loss."""
-    import torch
-
-    from helpers import models, sft
-
-    tok = models.load_tokenizer("tiny")
-    model = models.load_model("tiny", tokenizer=tok)
-    rows = [{"id": f"x{i}", "user": f"Where is Mary? Context {i}",
-             "assistant": "<think>a\nb</think> <answer>" + "garden" * (i + 1) + "</answer>"} for i in range(3)]
-    ex, _ = sft.tokenize_examples(tok, "chatml", rows, "tiny", 256, loss_mask)
-    batch = sft.PaddingCollator(tok.pad_token_id, None)(ex)
-    with torch.no_grad():
-        ref = model(**batch).loss
-        n = batch["labels"][:, 1:].ne(-100).sum()
-        ours = sft.target_positions_loss(model, batch, n)
-        ours_local = sft.target_positions_loss(model, batch, None)
-    assert torch.allclose(ours, ref, atol=1e-5), (ours, ref)
-    assert torch.allclose(ours_local, ref, atol=1e-5)

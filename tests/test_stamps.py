@@ -55,9 +55,13 @@ def test_code_hashes_follow_each_stages_modules(src_copy):
     (src_copy / "templates.py").write_text((src_copy / "templates.py").read_text() + "\n# edited\n")
     after = {s: config.code_hashes(s) for s in stages}
     assert _changed(base, after) == {"traces", "teacher", "sft", "krsl", "eval"}
-    # the benchmark (and other modules no stage uses) re-runs nothing
+    # the speed engine (a subpackage): the stages that generate or train
     base = after
-    (src_copy / "bench.py").write_text((src_copy / "bench.py").read_text() + "\n# edited\n")
+    (src_copy / "engine" / "training.py").write_text((src_copy / "engine" / "training.py").read_text() + "\n# x\n")
+    after = {s: config.code_hashes(s) for s in stages}
+    assert _changed(base, after) == {"teacher", "sft", "krsl", "eval"}
+    # modules no stage uses re-run nothing (the benchmark is outside the package: benchmarks/)
+    base = after
     (src_copy / "figures.py").write_text((src_copy / "figures.py").read_text() + "\n# edited\n")
     after = {s: config.code_hashes(s) for s in stages}
     assert after == base
@@ -79,8 +83,8 @@ def test_fingerprint_covers_config_code_and_inputs(tmp_path):
     config.write_stamp(tmp_path, cfg, ["lr"], stage="traces", inputs={"in": f}, summary={"n": 1})
     st = config.read_json(tmp_path / config.STAMP)
     assert st["hash"] == fp["hash"] and st["inputs"] == {"in": config.input_hashes([f])[str(f)]}
-    assert set(st["code"]) == {"traces.py", "templates.py", "decompose.py", "scoring.py", "qa/__init__.py",
-                               "qa/base.py", "qa/babi.py", "qa/cotempqa.py", "qa/marco.py"}
+    assert set(st["code"]) == {"traces.py", "conditions.py", "templates.py", "decompose.py", "scoring.py",
+                               "qa/__init__.py", "qa/base.py", "qa/babi.py", "qa/cotempqa.py", "qa/marco.py"}
     kw = dict(stage="traces", inputs={"in": f})
     assert config.is_fresh(tmp_path, dict(cfg, steps=3), ["lr"], **kw)      # a key not used
     assert not config.is_fresh(tmp_path, dict(cfg, lr=2), ["lr"], **kw)     # a key used

@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pandas as pd
 import pytest
 
+from helpers import conditions
 from helpers import teacher as TC
 from helpers.scoring import parse_output
 from helpers.templates import USER_TEMPLATE
@@ -626,7 +627,7 @@ def test_synthetic_teacher_through_the_file_backend(tmp_path):
     post, _ = TC.run_posthoc(tset, "cotempqa", b, None)
     tset = tset.assign(teacher_summary=summ["text"].tolist(), teacher_posthoc=post["text"].tolist())
     train = tset[tset["split"] == "train"]
-    for cond in TC.TEACHER_CONDITIONS:
+    for cond in conditions.names("teacher"):
         ex = TC.build_teacher_condition(train, "cotempqa", cond, seed=0)
         assert len(ex) == len(train)
         assert all(parse_output(a, "cotempqa").answer == "Red Party" for a in ex["assistant"])

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, data, decompose, evaluate, paths, scoring, sft, stats, traces
+from helpers import conditions, config, data, decompose, evaluate, paths, scoring, sft, stats, traces
 from helpers import teacher as TC
 from helpers import teacher_stage as TS
 from helpers.generate import prompt_hash
 
-FAMILY = list(traces.TEACHER_FAMILY)
+FAMILY = list(conditions.names(written_by="teacher"))
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_stage_writes_the_teacher_family_and_stamps(study):
             assert list(fr.columns) == traces.COLUMNS and (fr["condition"] == c).all()
             assert set(fr["id"]) == train_ids, c  # every condition on the same problems
         # the restricted conditions are the full-set ones, built on the teacher set's rows
-        labels = traces.run_labels(cfg, ds)
+        labels = traces.labels_for(cfg, ds)
         for base in ("vanilla", "correct", "incorrect"):
             want = traces.build_condition(kept, ds, base, cfg["trace_seed"], labels=labels)
             assert traces.load_condition("smoke", ds, "tset_" + base)["assistant"].tolist() == want["assistant"].tolist()
@@ -174,7 +174,7 @@ def _items(conds, test_set, ids, em):
             rows.append({"dataset": "cotempqa", "model": "tiny", "condition": c, "seed": 0, "id": pid,
                          "category": "equal", "answer_em": ok, "answer_f1": float(ok),
                          "has_trace_target": c not in ("vanilla", "untrained"),
-                         "trace_scored": c not in ("vanilla", "untrained") and c not in scoring.ANSWER_ONLY_CONDITIONS,
+                         "trace_scored": c not in ("vanilla", "untrained") and not scoring.answer_only(c),
                          "parse_status": "ok", "cls_correct": False, "ir_exact": False, "trace_correct": False,
                          "test_set": test_set})
     return pd.DataFrame(rows)

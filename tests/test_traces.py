@@ -7,9 +7,8 @@ import random
 import pandas as pd
 import pytest
 
-from helpers import config, decompose, paths, traces
+from helpers import conditions, config, decompose, paths, traces
 from helpers import qa
-import helpers.qa.babi, helpers.qa.cotempqa, helpers.qa.marco  # noqa: E401,F401
 from helpers import templates as T
 
 # --------------------------------------------------------------------------------------
@@ -109,11 +108,17 @@ def test_golden_targets(dataset, condition):
     assert list(out.columns) == traces.COLUMNS
 
 
-def test_conditions_constants():
-    assert traces.CONDITIONS == ("vanilla", "correct", "incorrect", "incorrect_class", "incorrect_ir", "shuffled")
-    assert set(traces.TRACE_CONDITIONS) == set(traces.CONDITIONS) - {"vanilla"}
+def test_conditions_written_here():
+    assert conditions.names("base") == ("vanilla", "correct", "incorrect", "incorrect_class", "incorrect_ir",
+                                        "shuffled")
+    assert traces.CONDITIONS == conditions.names("base")  # the notebooks' name for that view
+    assert set(conditions.names("base", has_trace=True)) == set(conditions.names("base")) - {"vanilla"}
     with pytest.raises(ValueError, match="krsl"):
         traces.build_condition(BABI, "babi", "krsl", 0)
+    with pytest.raises(ValueError, match="teacher stage"):
+        traces.build_condition(BABI, "babi", "teacher", 0)
+    with pytest.raises(ValueError, match="unknown condition"):
+        traces.build_condition(BABI, "babi", "no_such_condition", 0)
 
 
 def test_vanilla_and_gold_fields():
@@ -178,11 +183,11 @@ def test_incorrect_differs_exactly_in_corrupted_steps(dataset):
             label, facts, ans = split_target(r["assistant"], dataset)
             assert ans == ga, "the answer is never corrupted"
             assert r["user"] == g["user"]
-            if "label" in traces.CORRUPTS[cond]:
+            if "label" in conditions.get(cond).corrupts:
                 assert label != gl and label in set(fr["gold_label"]) | set(traces.default_labels(dataset))
             else:
                 assert label == gl
-            if "ir" in traces.CORRUPTS[cond] and r["note"] != "no_irrelevant_fact":
+            if "ir" in conditions.get(cond).corrupts and r["note"] != "no_irrelevant_fact":
                 assert not set(r["trace_relevant"]) & set(g["gold_relevant"]), "only non-relevant facts"
                 want = max(1, len(g["gold_relevant"]))
                 assert len(facts) == want or (r["note"] == "fewer_irrelevant_facts" and len(facts) < want)
@@ -324,9 +329,9 @@ def test_missing_data_is_a_clear_error(tmp_study):
 
 def test_side_by_side_marks_the_corrupted_steps():
     frames = {c: traces.build_condition(COTEMP, "cotempqa", c, 0, labels=LABELS["cotempqa"])
-              for c in traces.CONDITIONS}
+              for c in conditions.names("base")}
     table, diff = traces.side_by_side(frames, "c/1")
-    assert list(table.columns) == list(traces.CONDITIONS)
+    assert list(table.columns) == list(conditions.names("base"))
     assert diff["correct"].tolist() == [False, False, False]
     assert diff["incorrect"].tolist() == [True, True, False]
     assert diff["incorrect_class"].tolist() == [True, False, False]
@@ -349,6 +354,8 @@ def test_krsl_needs_the_correct_and_incorrect_sets():
     assert traces.trained_conditions({"conditions": ["incorrect", "correct", "krsl"]}) == ["incorrect", "correct"]
     with pytest.raises(ValueError, match="unknown condition"):
         traces.trained_conditions({"conditions": ["random"]})
+    with pytest.raises(ValueError, match="teacher_conditions"):
+        traces.trained_conditions({"conditions": ["tset_correct"]})
 
 
 def test_prepare_traces_original_rendering_is_a_new_stamp_with_the_originals_text(tmp_study):

@@ -10,9 +10,10 @@ synthetic  seeded offline generators with exact ground truth
 decompose  the rule-based decomposition: classification label + relevant facts
 traces     vanilla / correct / incorrect (+ ablation) chat examples
 chat       chat templates per model family
-sft        LoRA / QLoRA / full fine-tuning
+sft        LoRA / QLoRA / full fine-tuning (plain: a stock Trainer on the completion mask)
 krsl       EDIT key-step learning from dual traces
-generate   batched greedy generation that resumes
+generate   batched greedy generation that resumes (plain: batched model.generate)
+engine/    the speed engine picked by `engine: fast` (generation and training tricks)
 scoring    answer and trace scoring (strict and compat)
 rescore    `python -m helpers.rescore`: score published prediction files
 stats      2x2 tables, chi-square, Fisher, phi, CMH, McNemar, Cochran's Q

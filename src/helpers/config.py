@@ -1,6 +1,8 @@
 """Profiles, config hashing, provenance and small JSON helpers.
 
-A *profile* is a flat YAML file of papermill parameters (``profiles/<name>.yaml``). Each
+Parameters live in ``profiles/defaults.yaml`` (every key, its default and its comment); a
+*profile* (``profiles/<name>.yaml``) holds only the keys it changes (:func:`load`), and each
+notebook's parameters cell shows the keys it uses (:func:`notebook_params`). Each
 stage hashes the part of the config it depends on (:func:`config_hash`) and writes it next
 to its artifacts (:func:`write_stamp`) together with the hash of the helpers source the stage
 depends on and of the input files it read; :func:`is_fresh` tells whether an artifact was made
@@ -27,16 +29,61 @@ from . import paths
 STAMP = "stamp.json"
 
 
-def load_profile(name: str) -> dict[str, Any]:
-    """The parameters of profile ``name`` (``profiles/<name>.yaml``) as a dict."""
-    p = paths.PROFILES / f"{name}.yaml"
-    if not p.exists():
-        have = sorted(x.stem for x in paths.PROFILES.glob("*.yaml"))
-        raise FileNotFoundError(f"no profile {name!r} ({p}); available: {have}")
+DEFAULTS = "defaults"  # profiles/defaults.yaml: every key, its default and its comment
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
     with open(p) as f:
-        cfg = yaml.safe_load(f) or {}
-    cfg.setdefault("profile", name)
-    return cfg
+        out = yaml.safe_load(f) or {}
+    if not isinstance(out, dict):
+        raise ValueError(f"{p} must hold a mapping of parameters, not {type(out).__name__}")
+    return out
+
+
+def defaults() -> dict[str, Any]:
+    """Every parameter of the study with its default (``profiles/defaults.yaml``), in its order."""
+    return _read_yaml(paths.PROFILES / f"{DEFAULTS}.yaml")
+
+
+def profile_names() -> list[str]:
+    """The profiles in ``profiles/`` (every YAML file but the defaults)."""
+    return sorted(p.stem for p in paths.PROFILES.glob("*.yaml") if p.stem != DEFAULTS)
+
+
+def profile_overrides(name: str) -> dict[str, Any]:
+    """What profile ``name`` changes (``profiles/<name>.yaml`` as written: only its own keys)."""
+    p = paths.PROFILES / f"{name}.yaml"
+    if name == DEFAULTS or not p.exists():
+        raise FileNotFoundError(f"no profile {name!r} ({p}); available: {profile_names()}")
+    return _read_yaml(p)
+
+
+def _merge(base: dict[str, Any], changes: Mapping[str, Any], where: str) -> dict[str, Any]:
+    unknown = [k for k in changes if k not in base]
+    if unknown:
+        raise KeyError(f"{where} sets {unknown}, which profiles/{DEFAULTS}.yaml does not define "
+                       "(a typo? every parameter has its line and comment there)")
+    return {**base, **changes}
+
+
+def load(name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The run config of profile ``name``: ``profiles/defaults.yaml``, then
+    ``profiles/<name>.yaml`` over it, then ``overrides`` (a notebook's parameters, make's
+    ``DATA_DIR``). Every key is defined in the defaults: an unknown key is an error."""
+    prof = profile_overrides(name)
+    if prof.get("profile", name) != name:
+        raise ValueError(f"profiles/{name}.yaml sets profile: {prof['profile']!r}; the profile is its file name")
+    cfg = _merge(defaults(), prof, f"profiles/{name}.yaml")
+    cfg["profile"] = name
+    over = dict(overrides or {})
+    if over.get("profile", name) != name:
+        raise ValueError(f"an override cannot change the profile ({over['profile']!r} over {name!r})")
+    return _merge(cfg, over, "an override")
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """The parameters of profile ``name`` (defaults + ``profiles/<name>.yaml``) as a dict."""
+    return load(name)
 
 
 def for_dataset(cfg: Mapping[str, Any], key: str, dataset: str, default: Any = None) -> Any:
@@ -167,13 +214,15 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     # unless the edit changed them, and the stages after key on those outputs' content)
     "data": ("data", "qa", "hub"),
     "decompose": ("decompose", "data", "qa"),  # 02: problems/, variants.parquet, decomposition.json
-    "traces": ("traces", "decompose", "qa", "templates", "scoring"),
-    "teacher": ("teacher_stage", "teacher", "traces", "decompose", "qa", "templates", "scoring",
-                "generate", "models", "model_configs", "chat", "chat_templates"),
-    "sft": ("sft", "models", "model_configs", "chat", "chat_templates", "templates", "traces"),
-    "krsl": ("krsl", "sft", "models", "model_configs", "chat", "chat_templates", "templates",
-             "traces"),
-    "eval": ("evaluate", "generate", "sft", "models", "model_configs", "chat", "chat_templates",
+    "traces": ("traces", "conditions", "decompose", "qa", "templates", "scoring"),
+    "teacher": ("teacher_stage", "teacher", "conditions", "traces", "decompose", "qa", "templates", "scoring",
+                "generate", "engine", "models", "model_configs", "chat", "chat_templates"),
+    "sft": ("sft", "engine", "conditions", "models", "model_configs", "chat", "chat_templates", "templates",
+            "traces"),
+    "krsl": ("krsl", "sft", "engine", "conditions", "models", "model_configs", "chat", "chat_templates",
+             "templates", "traces"),
+    "eval": ("evaluate", "generate", "engine", "sft", "conditions", "models", "model_configs", "chat",
+             "chat_templates",
              "templates", "traces"),
 }
 
@@ -192,7 +241,7 @@ def _module_files(name: str) -> list[Path]:
     if p.is_file():
         return [p]
     d = SOURCE_DIR / name
-    if d.is_dir():  # a subpackage (qa/) or a data folder (chat_templates/, model_configs/)
+    if d.is_dir():  # a subpackage (engine/, qa/) or a data folder (chat_templates/, model_configs/)
         return sorted(x for x in d.rglob("*") if x.is_file() and "__pycache__" not in x.parts)
     raise FileNotFoundError(f"helpers has no module or folder {name!r} (in {SOURCE_DIR}); "
                             "fix config.STAGE_MODULES")
@@ -303,19 +352,110 @@ def offline() -> bool:
 
 
 def param_keys() -> list[str]:
-    """The parameter names every notebook carries (the keys of the quick profile)."""
-    return list(load_profile("quick").keys())
+    """Every parameter name (the keys of ``profiles/defaults.yaml``), in order."""
+    return list(defaults().keys())
+
+
+# ----------------------------------------------------------- notebooks and their parameters
+# A notebook's parameters cell shows the keys that notebook uses, each with its comment, plus
+# ``profile`` and ``overrides`` (keys set for the whole run, e.g. make's DATA_DIR). Everything
+# else comes from the profile: :func:`from_params` loads it and puts the notebook's own
+# parameters over it. Make hands each notebook only its own keys (:func:`notebook_params`).
+RUN_PARAMS = ("profile", "overrides")  # in every parameters cell; not keys of the config
+
+
+def parameters_cell(notebook: str | Path) -> dict[str, Any]:
+    """``{name: value}`` assigned in the ``parameters``-tagged cell of ``notebook`` (an .ipynb
+    path, or a name in ``notebooks/``), in order. Values must be Python literals."""
+    import ast
+
+    p = Path(notebook)
+    if not p.suffix:
+        p = paths.NOTEBOOKS / f"{p.name}.ipynb"
+    cells = [c for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "code"
+             and "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{p}: {len(cells)} parameters cells (papermill wants one)")
+    src = "".join(cells[0]["source"])
+    out: dict[str, Any] = {}
+    for node in ast.parse(src).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            raise ValueError(f"{p}: the parameters cell holds only `name = literal` lines, not "
+                             f"{ast.get_source_segment(src, node)!r}")
+        out[node.targets[0].id] = ast.literal_eval(node.value)
+    return out
+
+
+def notebook_params(notebook: str | Path, profile: str,
+                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The papermill parameters of ``notebook`` under ``profile`` (+ ``overrides``): exactly the
+    names of its parameters cell, valued from the loaded config, so papermill sees no unknown
+    parameter and every notebook of a run sees the same config."""
+    cfg = load(profile, overrides)
+    out: dict[str, Any] = {}
+    for k in parameters_cell(notebook):
+        if k == "profile":
+            out[k] = profile
+        elif k == "overrides":
+            out[k] = dict(overrides or {})
+        elif k in cfg:
+            out[k] = cfg[k]
+        else:
+            raise KeyError(f"{notebook}: parameter {k!r} is not defined in profiles/{DEFAULTS}.yaml")
+    missing = [k for k in ("profile", "overrides") if k not in out]
+    if missing:
+        raise KeyError(f"{notebook}: the parameters cell lacks {missing}")
+    return out
 
 
 def from_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
     """The run config from a notebook's parameters (its ``globals()`` after the parameters
-    cell and papermill's injected cell). Unknown profile keys raise, so a typo in a YAML file
-    or a notebook is caught instead of silently ignored."""
-    keys = param_keys()
-    missing = [k for k in keys if k not in namespace]
-    if missing:
-        raise KeyError(f"parameters cell lacks {missing}; every notebook carries all profile keys")
-    cfg = {k: namespace[k] for k in keys}
+    cell and papermill's injected cell): the profile (:func:`load`, with ``overrides``), and
+    over it every parameter the notebook sets itself. Unknown override keys raise."""
+    if not namespace.get("profile"):
+        raise KeyError("the parameters cell lacks `profile`")
+    cfg = load(namespace["profile"], namespace.get("overrides") or {})
+    cfg.update({k: namespace[k] for k in cfg if k != "profile" and k in namespace})
     if cfg.get("data_source") == "local" and not cfg.get("data_dir"):
         raise ValueError("data_source='local' needs data_dir (make data DATA_DIR=<dir>)")
     return cfg
+
+
+def _parse_set(items: Iterable[str], base: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set wants key=value, not {item!r}")
+        # strings stay strings (a data_dir is never parsed as YAML); others are YAML values
+        out[k] = v if isinstance(base.get(k), str) else yaml.safe_load(v)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m helpers.config params PROFILE NOTEBOOK [--set key=value ...]``: the YAML
+    papermill parameters of one notebook (what make passes it); ``show PROFILE``: the loaded
+    config."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m helpers.config")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("params", help="a notebook's papermill parameters under a profile")
+    a.add_argument("profile")
+    a.add_argument("notebook")
+    a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an explicit override for the whole run (make's DATA_DIR)")
+    b = sub.add_parser("show", help="the loaded config of a profile")
+    b.add_argument("profile")
+    args = ap.parse_args(argv)
+    if args.cmd == "params":
+        over = _parse_set(args.set, defaults())
+        out = notebook_params(args.notebook, args.profile, over)
+    else:
+        out = load(args.profile)
+    sys.stdout.write(yaml.safe_dump(out, sort_keys=False, default_flow_style=None, width=200))
+
+
+if __name__ == "__main__":
+    main()

@@ -14,15 +14,15 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from . import config, paths, traces
+from . import conditions, config, paths, traces
 from .generate import generate_predictions, prompt_hash, read_predictions, timings_path
 
-UNTRAINED = "untrained"
+UNTRAINED = conditions.UNTRAINED
 # A run's predictions.jsonl is stamped in predictions.stamp.json (written before generation
 # starts, so an interrupted run resumes): these config keys, the eval stage's code
 # (helpers.config.STAGE_MODULES["eval"]) and the content of the weights and the test file.
 # Another stamp: the old predictions are dropped and the run is generated again.
-EVAL_KEYS = ["max_new_tokens", "eval_batch_size"]
+EVAL_KEYS = ["max_new_tokens", "eval_batch_size", "engine"]
 PRED_STAMP = "predictions.stamp.json"
 
 
@@ -47,7 +47,7 @@ def test_prompts(cfg: Mapping[str, Any], dataset: str, model_name: str, tok,
     student was trained with."""
     from . import chat, models
 
-    test = pd.read_parquet(traces.test_path_for(cfg, dataset, condition))
+    test = traces.load_test(cfg, dataset, condition)  # 03's file; missing: `make traces`
     family = models.model_family(model_name)
     return [{"id": r["id"], "prompt": chat.render_prompt(tok, traces.messages(r, model_name, with_assistant=False), family)}
             for r in test.to_dict("records")]
@@ -95,17 +95,19 @@ def evaluate_run(cfg: Mapping[str, Any], dataset: str, model_name: str, conditio
                                              "condition": UNTRAINED, "seed": seed},
                 "environment": config.environment_info()})
         elif not (run / "config.json").exists():
-            raise FileNotFoundError(f"{run} has not been trained: run `make sft` first")
+            raise paths.MissingInput(f"run {cfg['profile']}/{dataset}/{model_name}/{condition}/seed{seed} missing "
+                                     f"({run}): run make sft PROFILE={cfg['profile']}")
         model, tok = sft.load_trained(run, model_name=model_name)
         generate_predictions(model, tok, items, out, max_new_tokens=cfg["max_new_tokens"],
                              batch_size=cfg["eval_batch_size"], progress=progress,
+                             engine=cfg.get("engine") or "fast",
                              desc=f"{dataset}/{model_name}/{condition}/seed{seed}")
         del model
         gc.collect()
     preds = pd.DataFrame(read_predictions(out).values())
     preds = preds[preds["id"].isin({it["id"] for it in items})]
     # gold rows as the traces stage saw them (its decomposition rule picked `relevant`)
-    gold = (pd.read_parquet(traces.test_path_for(cfg, dataset, condition))
+    gold = (traces.load_test(cfg, dataset, condition)
             .rename(columns={"gold_label": "category", "gold_relevant": "relevant"}))
     # the compat join scans the test rows in the original's order (scoring.original_order)
     from . import decompose

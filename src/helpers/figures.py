@@ -35,29 +35,23 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from . import conditions as C
 from . import paths, stats
 from .stats import dataset_label, synthetic_flags  # noqa: F401  (labels shared with the tables)
 
 PathList = list[Path]
 
-BASELINE = "untrained"
+BASELINE = C.UNTRAINED
 _CB = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4",
-       "#949494", "#ece133", "#56b4e9"]  # seaborn "colorblind"
-CONDITION_COLORS = {"untrained": "#b0b0b0", "vanilla": _CB[0], "correct": _CB[2],
-                    "incorrect": _CB[3], "krsl": _CB[4], "incorrect_class": _CB[1],
-                    "incorrect_ir": _CB[5], "shuffled": _CB[9],
-                    # the reasoning-teacher family (teacher set): warm hues, tset_* as their full-set twins
-                    "teacher": _CB[6], "teacher_summary": _CB[8], "teacher_posthoc": _CB[7],
-                    "teacher_swapped": "#8c564b", "tset_vanilla": "#6baed6", "tset_correct": "#74c476",
-                    "tset_incorrect": "#fd8d3c"}
+       "#949494", "#ece133", "#56b4e9"]  # seaborn "colorblind" (for conditions outside the table)
 STEP_COLUMNS = [("answer_em", "answer"), ("cls_correct", "classification"),
                 ("ir_exact", "IR"), ("trace_correct", "trace")]
 
 
 def condition_color(cond: str) -> str:
-    if cond in CONDITION_COLORS:
-        return CONDITION_COLORS[cond]
-    return _CB[sum(map(ord, cond)) % len(_CB)]  # stable colour for a condition not listed
+    """The condition's colour (``colour`` in :mod:`helpers.conditions`); a stable one for a
+    name outside the table."""
+    return C.colour(cond) or _CB[sum(map(ord, cond)) % len(_CB)]
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -118,7 +112,7 @@ def _grid(nrows: int, ncols: int, w: float, h: float, **kw):
 
 def _bar_kw(cond: str) -> dict[str, Any]:
     if cond == BASELINE:
-        return dict(facecolor=CONDITION_COLORS[BASELINE], hatch="///", edgecolor="#555555", linewidth=0.8)
+        return dict(facecolor=condition_color(BASELINE), hatch="///", edgecolor="#555555", linewidth=0.8)
     return dict(facecolor=condition_color(cond), edgecolor="white", linewidth=0.5)
 
 
@@ -148,7 +142,7 @@ def _draw_bar(ax, x: float, width: float, values: Sequence[float], cond: str,
 def _legend(fig, conds: Sequence[str], y: float = 1.0, title: str = "condition") -> None:
     from matplotlib.patches import Patch
 
-    handles = [Patch(label=c + (" (baseline)" if c == BASELINE else ""), **_bar_kw(c)) for c in conds]
+    handles = [Patch(label=C.label(c), **_bar_kw(c)) for c in conds]
     fig.legend(handles=handles, loc="upper center", ncol=min(len(conds), 8), frameon=False,
                bbox_to_anchor=(0.5, y), title=title)
 

@@ -57,7 +57,10 @@ from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from . import conditions
+
 EQUAL, SUB, DEL, INS = "equal", "sub", "del", "ins"
+KRSL = "krsl"  # the condition (helpers.conditions): derives from its (correct, incorrect) trace sets
 IGNORE_INDEX = -100
 
 # The profile keys this stage adds to the keys of the SFT stage.
@@ -385,6 +388,7 @@ def make_pair(enc_c: Mapping[str, Any], enc_i: Mapping[str, Any], *, alpha: floa
     return out
 
 
+@conditions.builds("krsl_pairs")
 def build_pairs(correct_df, incorrect_df, tok, family: str, model_name: str,
                 max_length: int | None, *, alpha: float = 1.0, beta: float = -0.025,
                 gamma: float = 0.0, return_stats: bool = False):
@@ -506,10 +510,10 @@ def _trainer_class():
     transformers."""
     if "KRSLTrainer" in globals():
         return globals()["KRSLTrainer"]
-    from . import sft
+    from .engine import training
 
-    class KRSLTrainer(sft.trainer_class()):
-        """The study's trainer (:func:`helpers.sft.trainer_class`: seeded length-grouped
+    class KRSLTrainer(training.trainer_class()):
+        """The study's trainer (:func:`helpers.engine.training.trainer_class`: seeded length-grouped
         batches) with the KRSL loss over batches of dual pairs (:class:`KRSLCollator`).
 
         Correct and incorrect sequences go through the model in one forward pass; the loss is
@@ -532,11 +536,15 @@ def _trainer_class():
             ids = torch.cat([inputs["input_ids_c"], inputs["input_ids_i"]], dim=0)
             att = torch.cat([inputs["attention_mask_c"], inputs["attention_mask_i"]], dim=0)
             # logits only where some sequence has a target (position t predicts token t + 1),
-            # the opening every sequence shares run once (sft.logits_at)
+            # the opening every sequence shares run once (engine.training.logits_at; under
+            # engine: plain, one forward pass over the whole batch)
             labels = torch.cat([inputs["labels_c"], inputs["labels_i"]], dim=0)
             w = torch.cat([inputs["weights_c"], inputs["weights_i"]], dim=0)
-            keep = sft.loss_positions(labels)
-            logits = sft.logits_at(model, ids, att, keep)
+            keep = training.loss_positions(labels)
+            if getattr(self, "engine", "fast") == "fast":
+                logits = training.logits_at(model, ids, att, keep)
+            else:
+                logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, keep]
             y, w = labels[:, 1:][:, keep], w[:, 1:][:, keep]
             thr = float(self.krsl_nll_threshold)
             loss_c, st_c = krsl_loss_at(logits[:b], y[:b], w[:b], inputs["n_target_c"], thr, return_stats=True)
@@ -581,18 +589,12 @@ def run_keys() -> list[str]:
 
 
 def _load_trace_set(cfg: Mapping[str, Any], dataset: str, condition: str):
+    """A trace set KRSL derives from, as 03 wrote it (03 writes the sets ``krsl`` derives
+    from whenever ``krsl`` is listed: :func:`helpers.traces.trained_conditions`); a missing
+    file names ``make traces`` (:class:`helpers.paths.MissingInput`)."""
     from . import traces
 
-    try:
-        return traces.load_condition(cfg["profile"], dataset, condition)
-    except FileNotFoundError:
-        traces.prepare_traces(cfg)
-    try:
-        return traces.load_condition(cfg["profile"], dataset, condition)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(
-            f"KRSL needs the {condition!r} trace set of {dataset} and 03_traces did not write it "
-            f"(cfg['conditions'] = {list(cfg['conditions'])}): list {condition!r} in conditions") from e
+    return traces.load_condition(cfg["profile"], dataset, condition)
 
 
 def dataset_pairs(cfg: Mapping[str, Any], dataset: str, model_name: str, *, tok=None):
@@ -603,11 +605,13 @@ def dataset_pairs(cfg: Mapping[str, Any], dataset: str, model_name: str, *, tok=
 
     if tok is None:
         tok = models.load_tokenizer(model_name)
-    cor = _load_trace_set(cfg, dataset, "correct")
-    inc = _load_trace_set(cfg, dataset, "incorrect")
-    pairs, stats = build_pairs(cor, inc, tok, models.model_family(model_name), model_name, cfg["max_length"],
-                               alpha=cfg["krsl_alpha"], beta=cfg["krsl_beta"], gamma=cfg["krsl_gamma"],
-                               return_stats=True)
+    cor_name, inc_name = conditions.get(KRSL).derives_from
+    cor = _load_trace_set(cfg, dataset, cor_name)
+    inc = _load_trace_set(cfg, dataset, inc_name)
+    build = conditions.builder(KRSL)  # build_pairs
+    pairs, stats = build(cor, inc, tok, models.model_family(model_name), model_name, cfg["max_length"],
+                         alpha=cfg["krsl_alpha"], beta=cfg["krsl_beta"], gamma=cfg["krsl_gamma"],
+                         return_stats=True)
     return pairs, {**stats, **pair_stats(pairs)}
 
 
@@ -634,18 +638,19 @@ def train_krsl_run(cfg: Mapping[str, Any], dataset: str, model_name: str, seed: 
 
     if cfg.get("krsl_lr") is None:
         raise ValueError("krsl_lr is not set in the profile")
-    init_rd = sft.train_run(cfg, dataset, model_name, "correct", seed, progress=progress)
+    cor_name, inc_name = conditions.get(KRSL).derives_from
+    init_rd = sft.train_run(cfg, dataset, model_name, cor_name, seed, progress=progress)
     out_name = "model" if cfg["method"] == "full" else "adapter"
     init = init_rd / out_name
     if not init.exists():
         raise FileNotFoundError(f"step 1 of KRSL (the correct run) has no {out_name}/ in {init_rd}")
     from . import traces
 
-    rd = paths.run_dir(cfg["profile"], dataset, model_name, "krsl", seed)
+    rd = paths.run_dir(cfg["profile"], dataset, model_name, KRSL, seed)
     keys = run_keys()
     # what step 2 reads: the step-1 weights and both trace sets (their content is hashed)
-    inputs = {f"runs/{dataset}/{model_name}/correct/seed{seed}/{out_name}": init,
-              **traces.run_inputs(cfg, dataset, "correct"), **traces.run_inputs(cfg, dataset, "incorrect")}
+    inputs = {f"runs/{dataset}/{model_name}/{cor_name}/seed{seed}/{out_name}": init,
+              **traces.run_inputs(cfg, dataset, cor_name), **traces.run_inputs(cfg, dataset, inc_name)}
     fp = config.fingerprint(cfg, keys, stage="krsl", inputs=inputs)
     if not force and config.stamp_hash(rd) == fp["hash"] and (rd / out_name).exists():
         return rd
@@ -664,7 +669,7 @@ def train_krsl_run(cfg: Mapping[str, Any], dataset: str, model_name: str, seed: 
     pairs, pstats = dataset_pairs(cfg, dataset, model_name, tok=tok)
     if not pairs:
         raise ValueError(f"{dataset}: no (correct, incorrect) pair to train KRSL on")
-    run_info = {"dataset": dataset, "model": model_name, "family": family, "condition": "krsl",
+    run_info = {"dataset": dataset, "model": model_name, "family": family, "condition": KRSL,
                 "seed": int(seed), "method": cfg["method"], "out": out_name, "run_hash": run_hash,
                 "init_run": str(init_rd)}
     precision = models.precision_record()
@@ -677,6 +682,9 @@ def train_krsl_run(cfg: Mapping[str, Any], dataset: str, model_name: str, seed: 
                                 lengths=lengths, progress=progress, include_num_input_tokens_seen="no",
                                 desc=f"krsl {dataset}/{model_name}/seed{seed}")
     trainer.krsl_nll_threshold = float(cfg["krsl_nll_threshold"])
+    from .engine import choice
+
+    trainer.engine = choice(cfg)
     start_step = 0
     if resume is not None:
         start_step = int(config.read_json(resume / "trainer_state.json").get("global_step", 0))
@@ -724,7 +732,7 @@ def train_krsl_run(cfg: Mapping[str, Any], dataset: str, model_name: str, seed: 
 def run_grid(cfg: Mapping[str, Any]) -> list[tuple[str, str, int]]:
     """Every (dataset, model, seed) of the profile with a KRSL run (none unless ``krsl`` is
     one of ``conditions``)."""
-    if "krsl" not in cfg["conditions"]:
+    if KRSL not in cfg["conditions"]:
         return []
     return [(d, m, int(s)) for d in cfg["datasets"] for m in cfg["models"] for s in cfg["seeds"]]
 
@@ -743,7 +751,7 @@ def train_all(cfg: Mapping[str, Any], *, progress: bool = True, inner_progress: 
     bar = Progress(len(grid), "KRSL runs", unit="run", rate_label="", enabled=progress,
                    interval_s=0, min_gap_s=0)
     for k, (d, m, s) in enumerate(grid, 1):
-        stamp = paths.run_dir(cfg["profile"], d, m, "krsl", s) / config.STAMP
+        stamp = paths.run_dir(cfg["profile"], d, m, KRSL, s) / config.STAMP
         before = mtime(stamp)
         rd = train_krsl_run(cfg, d, m, s, progress=inner_progress)
         rows.append(config.read_json(rd / "metrics.json"))
@@ -784,17 +792,3 @@ def examples_html(pairs: Sequence[Mapping[str, Any]], n: int = 3, seed: int = 0)
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(pairs), size=min(n, len(pairs)), replace=False).tolist()) if pairs else []
     return "<hr>".join(highlight_pair(pairs[k]) for k in pick)
-
-
-def compare_with_correct(items):
-    """KRSL against plain correct-trace SFT on the same test items, per dataset / model /
-    seed: McNemar on trace accuracy (``trace_correct``) and answer accuracy (``answer_em``)
-    (:func:`helpers.stats.compare_conditions` with the pair (correct, krsl))."""
-    import pandas as pd
-
-    from . import stats
-
-    frames = [stats.compare_conditions(items, metric=m, pairs=[("correct", "krsl")])
-              for m in ("trace_correct", "answer_em")]
-    frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -38,3 +38,16 @@ def results_dir(profile: str) -> Path:
 
 def figures_dir(profile: str) -> Path:
     return FIGURES / profile
+
+
+class MissingInput(FileNotFoundError):
+    """An input an earlier stage writes is missing: the message names the make target that
+    writes it (stages read what earlier stages wrote and never run them)."""
+
+
+def require(path: Path, what: str, target: str, profile: str) -> Path:
+    """``path`` when it exists; else :class:`MissingInput` saying ``what`` is missing and
+    that ``make <target> PROFILE=<profile>`` writes it."""
+    if not Path(path).exists():
+        raise MissingInput(f"{what} missing ({path}): run make {target} PROFILE={profile}")
+    return Path(path)

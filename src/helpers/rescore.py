@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from . import paths, qa, scoring
+from . import conditions, paths, qa, scoring
 
 
 def _file_categories(dataset: str) -> tuple[str, ...]:
@@ -50,7 +50,6 @@ def _file_categories(dataset: str) -> tuple[str, ...]:
     return spec.label_set() if spec.original_files_per_category else ()
 
 
-KNOWN_CONDITIONS = tuple(sorted(scoring.TRACE_CONDITIONS | {"vanilla", "untrained"}))
 
 
 class RescoreError(Exception):
@@ -300,7 +299,7 @@ def project_to_frames(records: Sequence[tuple[int, dict]], path: Path, gold_path
 
 def infer_condition(path: Path) -> str:
     """The last folder name or the file's stem that names a condition, else "unknown"."""
-    hits = [p for p in list(path.parent.parts) + [path.stem] if p in KNOWN_CONDITIONS]
+    hits = [p for p in list(path.parent.parts) + [path.stem] if conditions.find(p) is not None]
     return hits[-1] if hits else "unknown"
 
 
@@ -346,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "subjects only for S2_R1_O1 questions")
     p.add_argument("--condition", default=None,
                    help="the run's condition (sets has_trace_target); default: a condition "
-                        f"name in the file's path ({', '.join(KNOWN_CONDITIONS)}), else 'unknown'")
+                        f"name in the file's path ({', '.join(conditions.names())}), else 'unknown'")
     p.add_argument("--items-out", default=None, type=Path, metavar="FILE",
                    help="also write the per-item scores (.parquet or .csv)")
     p.add_argument("--original-dir", default=None, type=Path, metavar="DIR",
@@ -383,17 +382,33 @@ def rescore(dataset: str, predictions: Path, *, category: str | None = None,
     else:
         preds, gold_df, issues = original_to_frames(records, dataset, predictions, category)
     condition = condition or infer_condition(predictions)
+    return rescore_frames(dataset, preds, gold_df, condition=condition, mode=mode,
+                          compat_join=compat_join, cotemp_rule=cotemp_rule, join_rows=join_rows,
+                          source=str(predictions), fmt=fmt,
+                          gold_csv=None if gold_csv is None else str(gold_csv), issues=issues)
+
+
+def rescore_frames(dataset: str, preds: pd.DataFrame, gold: pd.DataFrame, *, condition: str,
+                   mode: str = "strict", compat_join: str = "original", cotemp_rule: str = "official",
+                   join_rows: Sequence[scoring.JoinRow] | None = None,
+                   join_order: Sequence[str] | None = None, source: str = "(in memory)",
+                   fmt: str = "project", gold_csv: str | None = None,
+                   issues: dict | None = None) -> tuple[dict, pd.DataFrame]:
+    """(JSON summary, per-item scores) of predictions already in memory: ``preds`` (``id``,
+    ``prediction``) against ``gold`` (rows of the data schema), under ``mode`` (``strict``
+    or ``compat``, the original's rules). :func:`rescore` reads the files, then calls this."""
     try:
-        items = scoring.score_items(preds, gold_df, dataset=dataset, condition=condition,
-                                    mode_compat_join=compat_join,
+        items = scoring.score_items(preds, gold, dataset=dataset,
+                                    condition=condition, mode_compat_join=compat_join,
                                     answer_rule="compat" if mode == "compat" else "strict",
-                                    cotemp_rule=cotemp_rule, join_rows=join_rows)
+                                    cotemp_rule=cotemp_rule, join_rows=join_rows,
+                                    join_order=join_order)
     except (KeyError, ValueError) as e:
-        raise RescoreError(f"{predictions}: {e}") from None
+        raise RescoreError(f"{source}: {e}") from None
     summary = scoring.summarize(items)
     chosen = summary["strict"] if mode == "strict" else summary["compat"]
-    head = {"predictions": str(predictions), "format": fmt, "dataset": dataset, "mode": mode,
-            "compat_join": compat_join, "gold_csv": None if gold_csv is None else str(gold_csv),
+    head = {"predictions": source, "format": fmt, "dataset": dataset, "mode": mode,
+            "compat_join": compat_join, "gold_csv": gold_csv,
             "cotemp_rule": cotemp_rule, "join": items.attrs.get("compat_join", {}),
             "condition": condition,
             "n": summary["n"], "answer": summary["answer"],
@@ -401,7 +416,7 @@ def rescore(dataset: str, predictions: Path, *, category: str | None = None,
             "tables": chosen["tables"],
             "failure_classes": dict(summary["parse_status"]["by_class"],
                                     compat_unevaluated=summary["compat"]["n_unevaluated"]),
-            "gold_issues": issues}
+            "gold_issues": issues if issues is not None else {}}
     head.update({k: v for k, v in summary.items() if k not in head})
     return head, items
 
@@ -560,7 +575,7 @@ def rescore_original(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
                             "em_official": res["compat"][0]["answer"]["em"],
                             "em_answer_type": res["compat_answer_type"][0]["answer"]["em"],
                             "em_strict": res["strict"][0]["answer"]["em"]})
-        if cond == "vanilla":
+        if not scoring.has_trace_target(cond):  # vanilla: no steps to compare
             continue
         committed = committed_tables(run["committed"]) if run["committed"] is not None else {}
         if not committed:

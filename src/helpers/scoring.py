@@ -63,18 +63,31 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from . import conditions
 from . import qa
 from .templates import (ANSWER_CLOSE, ANSWER_OPEN, CLASSIFICATION, RETRIEVAL, THINK_CLOSE,
                         THINK_OPEN, render_answer)
 
-# Conditions whose training target contains a trace (the analysis filters on this).
-# The reasoning-teacher conditions train a free-prose think text (the teacher's trace,
-# its summary, a post-hoc explanation, another problem's trace): they have a trace target, but
+# Which conditions have a trace target (``has_trace``) and which of those have steps to
+# check (``steps_scored``) is read from the table of conditions (helpers.conditions). The
+# reasoning-teacher conditions train a free-prose think text (the teacher's trace, its
+# summary, a post-hoc explanation, another problem's trace): they have a trace target, but
 # the think text has no classification or retrieval step to check, so only their answers are
 # scored (``trace_scored`` False, steps not scored, the step failure classes not counted).
-ANSWER_ONLY_CONDITIONS = frozenset({"teacher", "teacher_summary", "teacher_posthoc", "teacher_swapped"})
-TRACE_CONDITIONS = frozenset({"correct", "incorrect", "krsl", "incorrect_class", "incorrect_ir",
-                              "shuffled", "tset_correct", "tset_incorrect"}) | ANSWER_ONLY_CONDITIONS
+
+
+def has_trace_target(condition: str) -> bool:
+    """The condition trains a ``<think>`` trace (False for ``vanilla``, ``untrained`` and
+    names outside the table, e.g. a re-scored file's ``unknown``)."""
+    spec = conditions.find(condition)
+    return bool(spec is not None and spec.has_trace)
+
+
+def answer_only(condition: str) -> bool:
+    """The condition has a trace target whose steps are not scored (the teacher family)."""
+    spec = conditions.find(condition)
+    return bool(spec is not None and spec.has_trace and not spec.steps_scored)
+
 
 # items.parquet columns produced here; the caller adds dataset, model, condition, seed in front.
 ITEM_COLUMNS = [
@@ -94,7 +107,7 @@ FAILURE_CLASSES = ("empty", "no_tags", "no_think", "unclosed_think", "no_answer_
                    "no_facts", "facts_unparsed")
 # Failure classes that leave no trace to score (classification / IR / trace all False).
 NO_TRACE = frozenset({"empty", "no_tags", "no_think", "unclosed_think"})
-# Failure classes of the trace's steps (not failures for ANSWER_ONLY_CONDITIONS: their think
+# Failure classes of the trace's steps (not failures for answer_only conditions: their think
 # text is free prose).
 STEP_FAILURES = frozenset({"no_cls", "no_facts", "facts_unparsed"})
 # The step columns of an answer-only condition: not scored.
@@ -793,7 +806,7 @@ def original_order(train: pd.DataFrame, test: pd.DataFrame, dataset: str,
     The original wrote each CoTempQA category's test file in the order
     ``g.sample(frac=0.2, random_state=42)`` drew the rows of ``g`` (the category's rows in
     source order), and its join scanned that file top to bottom. The project's split makes
-    the same draw (``data.split_cotempqa``) but stores the test rows in source order. Here the
+    the same draw (``qa.cotempqa.split_cotempqa``) but stores the test rows in source order. Here the
     draw is made again on train + test of each category in source order; when it yields
     exactly the test rows (an uncapped split of the full files) the draw order is returned
     (``"draw"``). Otherwise (capped splits, other datasets, generated data) the stored order
@@ -896,8 +909,8 @@ def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condit
         hit = joins[key].find(str(answers[0]), str(row["id"]))
         return None if hit is None else {"category": hit.category, "context": hit.context}
 
-    has_target = condition in TRACE_CONDITIONS
-    answer_only = condition in ANSWER_ONLY_CONDITIONS
+    has_target = has_trace_target(condition)
+    not_scored = answer_only(condition)
     out = []
     for pid, text in zip(pred_ids, preds["prediction"].tolist()):
         row = rows[pos[pid]]
@@ -906,7 +919,7 @@ def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condit
         ans = answer_scores(parsed.answer, row, dataset, decode_literal=answer_rule == "strict",
                             cotemp_rule=cotemp_rule, original_em_rule=answer_rule == "compat")
         status = parsed.status
-        if answer_only:
+        if not_scored:
             # free-prose think text: only the shape (think block, answer tag) can fail
             issues = [i for i in parsed.issues if i not in STEP_FAILURES]
             status = "+".join(issues) if issues else STATUS_OK
@@ -920,7 +933,7 @@ def score_items(preds: pd.DataFrame, gold: pd.DataFrame, *, dataset: str, condit
                     "parse_status": status, "answer_pred": parsed.answer,
                     "answer_em": ans["em"], "answer_f1": ans["f1"], "rouge_l": ans["rouge_l"],
                     "has_trace_target": has_target, **strict, **compat,
-                    "trace_scored": has_target and not answer_only})
+                    "trace_scored": has_target and not not_scored})
     result = _typed(pd.DataFrame(out, columns=ITEM_COLUMNS))
     counts = {"joined": 0, "other_row": 0, "carried_over": 0, "no_row": 0}
     for j in joins.values():

@@ -25,16 +25,16 @@ Loss mask (``loss_mask``)
     Padding never carries loss; the pad token is distinct from EOS (``helpers.models``), so the
     end-of-turn token is always learned and trained students stop.
 
-Speed
-    Batches are padded to their own longest example (dynamic padding) and drawn from
-    length-grouped mega-batches (a seeded shuffle, then examples of similar length side by
-    side), so little compute goes to padding. The language-model head runs only where a token
-    carries loss, and the opening that every row of a batch shares (the system prompt and
-    the instruction) goes through the model once per batch, not once per row
-    (:func:`logits_at`). On CPU: bf16 autocast where the CPU has native
-    bf16, no gradient checkpointing, one torch thread per available core, and LoRA dropout
-    masks cut four at a time from 64-bit random draws (:class:`FastDropout`; same
-    distribution). Non-padding tokens per second are recorded in ``metrics.json``.
+Engine (profile key ``engine``)
+    ``plain``: a stock ``transformers.Trainer`` on the completion-masked batches (labels
+    ``-100`` outside the target), the model's own loss, the Trainer's seeded random order.
+    ``fast`` (the default): the same loss with the CPU speed work of
+    :mod:`helpers.engine.training`: seeded length-grouped batches (little padding), the
+    language-model head only where a token carries loss, the opening every row of a batch
+    shares run once per batch, and LoRA dropout masks cut four at a time from 64-bit random
+    draws. Either way: batches padded to their own longest example, on CPU bf16 autocast
+    where the CPU has native bf16, no gradient checkpointing, one torch thread per available
+    core. Non-padding tokens per second are recorded in ``metrics.json``.
 
 Runs (``runs/<profile>/<dataset>/<model>/<condition>/seed<k>/``)
     ``config.json`` (the config and the environment), ``adapter/`` (or ``model/`` for full
@@ -42,14 +42,11 @@ Runs (``runs/<profile>/<dataset>/<model>/<condition>/seed<k>/``)
     ``checkpoints/`` (a run that was interrupted resumes from the newest complete checkpoint made
     with the same config) and ``stamp.json`` (written last: a run without it is unfinished).
 
-The trainer is ``transformers.Trainer`` with three additions (:class:`StudyTrainer`): the
-seeded length-grouped sampler, an optional loss hook ``loss_fn(model, inputs,
-num_items_in_batch)`` and its collator, so other objectives (KRSL) reuse the same loop
-(:func:`build_trainer`, :func:`load_for_training`).
+Other objectives (KRSL) reuse the same loop (:func:`build_trainer`, :func:`load_for_training`)
+with their own collator and trainer class.
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -60,8 +57,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import config, paths
+from .engine import choice as engine_choice
+from .engine.training import IGNORE_INDEX  # -100: no loss at this position
 
-IGNORE_INDEX = -100
 METHODS = ("lora", "qlora", "full")
 LOSS_MASKS = ("full", "completion")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -70,7 +68,7 @@ CHECKPOINTS_PER_RUN = 5  # a checkpoint every ceil(steps / 5) optimizer steps
 # Hyper-parameters a run depends on (its stamp), on top of the trace-set keys.
 HPARAM_KEYS = ["method", "loss_mask", "max_length", "epochs", "max_steps", "batch_size", "grad_accum",
                "lr", "lr_scheduler", "warmup_ratio", "lora_r", "lora_alpha", "lora_dropout",
-               "gradient_checkpointing"]
+               "gradient_checkpointing", "engine"]
 
 
 def run_keys(condition: str | None = None) -> list[str]:
@@ -78,10 +76,11 @@ def run_keys(condition: str | None = None) -> list[str]:
     and for a teacher-family ``condition`` the teacher's settings
     (:data:`helpers.teacher_stage.TEACHER_KEYS`). (Which models / seeds / conditions are
     listed is not one of them: adding a condition does not retrain the others.)"""
-    from .traces import TEACHER_FAMILY, TRACE_KEYS
+    from . import conditions
+    from .traces import TRACE_KEYS
 
     keys = [k for k in TRACE_KEYS if k != "conditions"] + HPARAM_KEYS
-    if condition in TEACHER_FAMILY:
+    if condition is not None and conditions.get(condition).written_by == "teacher":
         from .teacher_stage import TEACHER_KEYS
 
         keys += TEACHER_KEYS
@@ -98,11 +97,11 @@ def _rows(rows) -> list[Mapping[str, Any]]:
 
 
 def example_lengths(tok, family: str, rows, model_name: str) -> list[int]:
-    """Token count of every rendered training example (before truncation)."""
-    from . import chat, traces
+    """Token count of every rendered training example (before truncation):
+    :func:`helpers.traces.example_lengths` (03 measures the sets it writes with it)."""
+    from .traces import example_lengths as lengths
 
-    return [len(chat.encode_conversation(tok, traces.messages(r, model_name), family)["input_ids"])
-            for r in _rows(rows)]
+    return lengths(tok, family, rows, model_name)
 
 
 def tokenize_examples(tok, family: str, rows, model_name: str, max_length: int | None,
@@ -182,37 +181,6 @@ class PaddingCollator:
                 "labels": torch.tensor(lab, dtype=torch.long)}
 
 
-class LengthGroupedSampler:
-    """Seeded length grouping: each epoch a fresh permutation (seeded by ``seed + epoch``) is cut
-    into mega-batches of ``mega * batch_size`` examples, each sorted by length, so neighbouring
-    batches hold examples of similar length. Deterministic per epoch, so a resumed run sees
-    the same order as an uninterrupted one."""
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, mega: int | None = None):
-        self.lengths = [int(x) for x in lengths]
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.mega = mega if mega is not None else max(1, min(len(self.lengths) // (self.batch_size * 4), 50))
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self):
-        import torch
-
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        perm = torch.randperm(len(self.lengths), generator=g).tolist()
-        size = self.mega * self.batch_size
-        out = []
-        for i in range(0, len(perm), size):
-            out += sorted(perm[i:i + size], key=lambda j: -self.lengths[j])
-        return iter(out)
-
-
 def padding_stats(lengths: Sequence[int], order: Sequence[int], batch_size: int) -> dict[str, float]:
     """Real vs padded tokens when batches of ``batch_size`` are taken in ``order`` and padded to
     their longest example."""
@@ -246,55 +214,6 @@ def set_threads(n_params: int | None = None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(max(1, n))
     return torch.get_num_threads()
-
-
-class FastDropout:
-    """Inverted dropout with Bernoulli masks cut from 64-bit random integers, four 16-bit
-    uniforms per draw (the drop probability is ``p`` rounded to 1/65536). On CPU it draws far
-    fewer random numbers than ``torch.nn.Dropout``, whose per-element draws took about a fifth
-    of a LoRA step of SmolLM2-135M (one mask per adapted module and micro-batch). Same
-    distribution and scaling; it draws from torch's global generator, so it is seeded and
-    restored with the run."""
-
-    def __new__(cls, p: float):
-        import torch
-
-        class _FastDropout(torch.nn.Module):
-            def __init__(self, p: float):
-                super().__init__()
-                if not 0.0 <= p < 1.0:
-                    raise ValueError(f"dropout probability must be in [0, 1), not {p}")
-                self.p = float(p)
-                self.cut = int(round(self.p * 65536)) - 32768  # int16 draws below the cut are dropped
-
-            def forward(self, x):
-                if not self.training or self.p == 0.0:
-                    return x
-                n = x.numel()
-                r = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
-                keep = r.view(torch.int16)[:n].view(x.shape) >= self.cut
-                return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))
-
-            def extra_repr(self) -> str:
-                return f"p={self.p}"
-
-        return _FastDropout(p)
-
-
-def use_fast_dropout(model) -> int:
-    """Replace the LoRA dropout modules of a PEFT model by :class:`FastDropout` (same ``p``);
-    returns how many were replaced."""
-    import torch
-
-    k = 0
-    for mod in model.modules():
-        drops = getattr(mod, "lora_dropout", None)
-        if isinstance(drops, torch.nn.ModuleDict):
-            for name, d in list(drops.items()):
-                if isinstance(d, torch.nn.Dropout) and d.p > 0:
-                    drops[name] = FastDropout(d.p)
-                    k += 1
-    return k
 
 
 def load_for_training(cfg: Mapping[str, Any], model_name: str, init_adapter: str | Path | None = None):
@@ -334,7 +253,9 @@ def load_for_training(cfg: Mapping[str, Any], model_name: str, init_adapter: str
                     r=int(cfg["lora_r"]), lora_alpha=int(cfg["lora_alpha"]),
                     lora_dropout=float(cfg["lora_dropout"]), target_modules=targets, bias="none",
                     task_type="CAUSAL_LM"), autocast_adapter_dtype=True)  # fp32 adapters on a bf16/fp16 base
-    if method != "full" and ds["device"] == "cpu":
+    if method != "full" and ds["device"] == "cpu" and engine_choice(cfg) == "fast":
+        from .engine.training import use_fast_dropout
+
         use_fast_dropout(model)
     if precision_args(ds).get("fp16"):
         _check_fp32_trainable(model)
@@ -373,43 +294,6 @@ def _check_fp32_trainable(model) -> None:
                            f"(e.g. {bad[0]}, {dict(model.named_parameters())[bad[0]].dtype})")
 
 
-@functools.lru_cache(maxsize=None)
-def trainer_class():
-    """:class:`StudyTrainer` (built on first use, so importing this module stays light)."""
-    from transformers import Trainer
-
-    class StudyTrainer(Trainer):
-        """Trainer with the seeded length-grouped sampler and an optional loss hook."""
-
-        def __init__(self, *a, lengths: Sequence[int] | None = None, loss_fn: Callable | None = None,
-                     sampler_seed: int = 0, **kw):
-            super().__init__(*a, **kw)
-            self.lengths = lengths
-            self.loss_fn = loss_fn
-            self.sampler_seed = sampler_seed
-
-        def _get_train_sampler(self, train_dataset=None):
-            if self.lengths is None:
-                return super()._get_train_sampler(train_dataset)
-            return LengthGroupedSampler(self.lengths, self.args.per_device_train_batch_size, self.sampler_seed)
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if self.loss_fn is None:
-                return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                            num_items_in_batch=num_items_in_batch)
-            res = self.loss_fn(model, inputs, num_items_in_batch)
-            loss, outputs = res if isinstance(res, tuple) else (res, None)
-            return (loss, outputs) if return_outputs else loss
-
-    return StudyTrainer
-
-
-def __getattr__(name: str):
-    if name == "StudyTrainer":
-        return trainer_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class _StopAfter:
     """Stop (and checkpoint) after ``k`` optimizer steps: simulates an interruption."""
 
@@ -424,99 +308,6 @@ class _StopAfter:
                 return control
 
         return StopAfter()
-
-
-MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a second forward call
-
-
-def _recomputes_activations(model) -> bool:
-    flag = getattr(model, "is_activation_checkpointing", None)
-    if flag is None:  # transformers before v5 names it differently
-        flag = getattr(model, "is_gradient_checkpointing", False)
-    return bool(flag)
-
-
-def shared_prefix_len(model, input_ids, attention_mask, keep) -> int:
-    """How many leading tokens every row of the batch shares and :func:`logits_at` may run once
-    for the whole batch; 0 where sharing does not apply.
-
-    The shared tokens are the columns from position 0 that are equal and unpadded in every
-    row, cut so that no position in ``keep`` (whose logits are wanted) falls inside them. It
-    applies to batches of two or more rows whose common run is at least
-    ``MIN_SHARED_PREFIX`` tokens, on models that are not recomputing activations
-    (activation checkpointing would run the cache update twice).
-    """
-    import torch
-
-    b, n = input_ids.shape
-    if b < 2 or n < 2 or _recomputes_activations(model):
-        return 0
-    same = (input_ids == input_ids[:1]).all(dim=0)
-    if attention_mask is not None:
-        same &= attention_mask.bool().all(dim=0)
-    k = int(same.to(torch.int64).cumprod(dim=0).sum())
-    if keep is not None and keep.numel():
-        k = min(k, int(keep.min()))
-    k = min(k, n - 1)  # at least one token per row goes through the batched pass
-    return k if k >= MIN_SHARED_PREFIX else 0
-
-
-def logits_at(model, input_ids, attention_mask, keep):
-    """Logits ``[batch, len(keep), vocab]`` at the positions ``keep`` (a 1-D index tensor).
-
-    The language-model head runs only at ``keep``. Where the rows share a leading run of
-    tokens (the system prompt and the instruction that open every conversation:
-    :func:`shared_prefix_len`), that run goes through the model once, as a batch of one, and
-    its key/value cache is repeated for every row before the rest of the batch is run on
-    top of it: the same computation as the whole batch at once (gradients flow back
-    through the cache into the shared pass), with a quarter of the prefix's work at batch
-    size 4. Otherwise one plain forward call.
-    """
-    import torch
-
-    p = shared_prefix_len(model, input_ids, attention_mask, keep)
-    if p == 0:
-        return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep,
-                     use_cache=False).logits
-    from .generate import _prefix_cache
-
-    cache = _prefix_cache(model, input_ids[0, :p], input_ids.shape[0])  # the prefix is unpadded in every row
-    return model(input_ids=input_ids[:, p:], attention_mask=attention_mask, past_key_values=cache,
-                 use_cache=True, logits_to_keep=keep - p).logits
-
-
-def loss_positions(labels):
-    """The positions whose logits some row needs: ``t`` where ``labels[:, t + 1]`` carries
-    loss (position t predicts token t + 1), as a 1-D index tensor."""
-    return (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
-
-
-def target_positions_loss(model, inputs, num_items_in_batch=None):
-    """Token cross-entropy computed only where a label exists.
-
-    The language-model head (576 x 49,152 for SmolLM2) and the softmax over the vocabulary
-    are run only at the positions whose next token carries loss (``logits_to_keep``), not at
-    every position of the batch. With ``loss_mask: completion`` that is the assistant target,
-    a fraction of each sequence, which saves a large part of a CPU training step, and the
-    prompt's opening tokens that all rows share run once per batch (:func:`logits_at`); with
-    ``full`` it keeps every position and equals the model's own loss. The result is the same
-    sum over labelled tokens divided by their count over the accumulated batch
-    (``num_items_in_batch``), as transformers' default causal-LM loss.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    labels = inputs["labels"]
-    nxt = labels[:, 1:]                                     # position t predicts token t + 1
-    keep = loss_positions(labels)
-    logits = logits_at(model, inputs["input_ids"], inputs.get("attention_mask"), keep)  # [batch, len(keep), vocab]
-    target = nxt[:, keep]
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1),
-                           ignore_index=-100, reduction="sum")
-    denom = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum()
-    if torch.is_tensor(denom):
-        denom = denom.to(loss.device)
-    return loss / denom
 
 
 def total_steps(cfg: Mapping[str, Any], n_examples: int, max_steps: int | None = None) -> int:
@@ -537,20 +328,23 @@ def build_trainer(cfg: Mapping[str, Any], model, tok, train_dataset, run_dir: st
     dataset) with the profile's hyper-parameters, writing checkpoints to
     ``run_dir/checkpoints``.
 
-    ``collator`` defaults to dynamic padding; ``lengths`` (default: the ``input_ids`` lengths
-    when the items have them) turns on the seeded length-grouped sampler; ``loss_fn(model,
-    inputs, num_items_in_batch) -> loss`` (or ``(loss, outputs)``) replaces the model's loss
-    (``loss_is_scaled_for_ga``: whether it is already normalised over the accumulated batch;
-    default False: the trainer divides by ``grad_accum``); ``trainer_cls`` must subclass
-    :func:`trainer_class` (to keep the sampler and the loss hook) or ``transformers.Trainer``;
+    The trainer class is a stock ``transformers.Trainer`` under ``engine: plain`` and the fast
+    engine's (:func:`helpers.engine.training.trainer_class`) under ``engine: fast``; with the
+    latter (or a ``trainer_cls`` derived from it), ``lengths`` (default: the ``input_ids``
+    lengths when the items have them) turns on the seeded length-grouped sampler and
+    ``loss_fn(model, inputs, num_items_in_batch) -> loss`` (or ``(loss, outputs)``) replaces
+    the model's loss (``loss_is_scaled_for_ga``: whether it is already normalised over the
+    accumulated batch; default False: the trainer divides by ``grad_accum``).
+    ``collator`` defaults to dynamic padding;
     ``lr`` / ``max_steps`` override the profile's (KRSL's second step). ``progress``: report
     the run's steps (:func:`helpers.progress.trainer_callback`, lines headed ``desc``) in
     place of the Trainer's own bar and per-step log printing, which are always off.
     Mixed precision: :func:`precision_args`.
     """
-    from transformers import TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     from . import models
+    from .engine.training import trainer_class
     from .progress import trainer_callback
 
     set_threads(sum(p.numel() for p in model.parameters()))
@@ -591,12 +385,12 @@ def build_trainer(cfg: Mapping[str, Any], model, tok, train_dataset, run_dir: st
     kw.update(precision_args(ds))
     kw.update(args_overrides)
     args = TrainingArguments(**kw)
-    cls = trainer_cls or trainer_class()
+    cls = trainer_cls or (trainer_class() if engine_choice(cfg) == "fast" else Trainer)
     extra = {}
     if issubclass(cls, trainer_class()):
         extra = {"lengths": lengths, "loss_fn": loss_fn, "sampler_seed": int(seed)}
     elif loss_fn is not None:
-        raise ValueError("loss_fn needs a trainer_cls derived from sft.trainer_class()")
+        raise ValueError("loss_fn needs the fast engine's trainer (helpers.engine.training.trainer_class)")
     trainer = cls(model=model, args=args, train_dataset=train_dataset, processing_class=tok,
                   data_collator=collator or PaddingCollator(tok.pad_token_id, None if on_cpu else 8),
                   callbacks=list(callbacks) + ([trainer_callback(desc)] if progress else []), **extra)
@@ -605,6 +399,22 @@ def build_trainer(cfg: Mapping[str, Any], model, tok, train_dataset, run_dir: st
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # a dict per logged step: the progress lines replace it
+    return trainer
+
+
+def build_run_trainer(cfg: Mapping[str, Any], model, tok, examples, run_dir: str | Path, **kw):
+    """The trainer of an SFT run (:func:`build_trainer`) with ``cfg``'s engine's loss: the
+    model's own loss on the completion-masked labels under ``engine: plain``; under ``fast``
+    the same loss computed only at labelled positions
+    (:func:`helpers.engine.training.target_positions_loss`)."""
+    if engine_choice(cfg) == "plain":
+        return build_trainer(cfg, model, tok, examples, run_dir, **kw)
+    from .engine.training import target_positions_loss
+
+    trainer = build_trainer(cfg, model, tok, examples, run_dir, loss_fn=target_positions_loss, **kw)
+    # the Trainer counts labelled tokens over the accumulated batch exactly when the model
+    # accepts loss kwargs; target_positions_loss then divides by that count itself
+    trainer.loss_is_scaled_for_ga = bool(trainer.model_accepts_loss_kwargs)
     return trainer
 
 
@@ -658,18 +468,21 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
     """
     import torch
 
-    from . import models, traces
+    from . import conditions, models, traces
 
-    if condition in traces.DERIVED_CONDITIONS:
+    spec = conditions.get(condition)
+    if spec.family == "derived":
         raise ValueError(f"{condition!r} is trained by helpers.krsl.train_krsl_run, not sft.train_run")
-    if condition not in traces.CONDITIONS + traces.TEACHER_FAMILY:
-        raise ValueError(f"unknown condition {condition!r}; expected one of "
-                         f"{traces.CONDITIONS + traces.TEACHER_FAMILY}")
+    if not spec.has_trace_file:
+        raise ValueError(f"condition {condition!r} has no trace set to train on; expected one of "
+                         f"{conditions.names(written_by=('traces', 'teacher'))}")
     if cfg.get("loss_mask") not in LOSS_MASKS:
         raise ValueError(f"loss_mask must be one of {LOSS_MASKS}, not {cfg.get('loss_mask')!r}")
     rd = paths.run_dir(cfg["profile"], dataset, model_name, condition, seed)
     keys = run_keys(condition)
     out_name = "model" if cfg["method"] == "full" else "adapter"
+    # the trace set 03 wrote (04 never runs 03: a missing file names `make traces`)
+    frame = traces.load_condition(cfg["profile"], dataset, condition)
     inputs = traces.run_inputs(cfg, dataset, condition)
     fp = config.fingerprint(cfg, keys, stage="sft", inputs=inputs)
     if not force and config.stamp_hash(rd) == fp["hash"] and (rd / out_name).exists():
@@ -681,19 +494,6 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
     run_hash = fp["hash"]  # config, code and trace set: a checkpoint of other work is not resumed
     resume = prepare_checkpoints(rd, run_hash)
 
-    try:
-        frame = traces.load_condition(cfg["profile"], dataset, condition)
-    except FileNotFoundError:
-        if condition in traces.teacher_conditions(cfg):
-            from . import teacher_stage
-
-            teacher_stage.prepare_teacher(cfg)  # 03_traces' teacher section
-        elif condition in traces.trained_conditions(cfg):
-            traces.prepare_traces(cfg)
-        else:
-            raise
-        frame = traces.load_condition(cfg["profile"], dataset, condition)
-
     config.seed_everything(seed)
     model, tok = load_for_training(cfg, model_name)
     family = models.model_family(model_name)
@@ -704,14 +504,10 @@ def train_run(cfg: Mapping[str, Any], dataset: str, model_name: str, condition: 
     precision = models.precision_record(ds)
     config.write_json(rd / "config.json", {**dict(cfg), "run": run_info, "precision": precision,
                                            "environment": config.environment_info()})
-    trainer = build_trainer(cfg, model, tok, examples, rd, seed=seed, progress=progress,
-                            warmup_steps=traces.warmup_for_run(cfg, dataset, condition),
-                            desc=f"sft {dataset}/{model_name}/{condition}/seed{seed}",
-                            loss_fn=target_positions_loss,
-                            callbacks=[_StopAfter(stop_after)] if stop_after else [])
-    # the Trainer counts labelled tokens over the accumulated batch exactly when the model
-    # accepts loss kwargs; target_positions_loss then divides by that count itself
-    trainer.loss_is_scaled_for_ga = bool(trainer.model_accepts_loss_kwargs)
+    trainer = build_run_trainer(cfg, model, tok, examples, rd, seed=seed, progress=progress,
+                                warmup_steps=traces.warmup_for_run(cfg, dataset, condition),
+                                desc=f"sft {dataset}/{model_name}/{condition}/seed{seed}",
+                                callbacks=[_StopAfter(stop_after)] if stop_after else [])
     start_step, start_tokens = 0, 0
     if resume is not None:
         st = config.read_json(resume / "trainer_state.json")
@@ -799,7 +595,9 @@ def load_trained(run_dir: str | Path, device: str | None = None, model_name: str
         tok = AutoTokenizer.from_pretrained(rd / "tokenizer")
     else:
         tok = models.load_tokenizer(name)
-    untrained = rd.parent.name == "untrained"
+    from .conditions import UNTRAINED
+
+    untrained = rd.parent.name == UNTRAINED
     if not untrained and (rd / "model").exists():
         model = models.load_model(str(rd / "model"), method="full", device=device, tokenizer=tok)
     else:
@@ -824,10 +622,11 @@ def load_trained(run_dir: str | Path, device: str | None = None, model_name: str
 def run_grid(cfg: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
     """Every (dataset, model, condition, seed) of the profile that this module trains
     (``krsl`` excluded: helpers.krsl)."""
-    from .traces import DERIVED_CONDITIONS, all_conditions
+    from . import conditions
+    from .traces import all_conditions
 
     return [(d, m, c, int(s)) for d in cfg["datasets"] for m in cfg["models"]
-            for c in all_conditions(cfg) if c not in DERIVED_CONDITIONS for s in cfg["seeds"]]
+            for c in all_conditions(cfg) if conditions.get(c).family != "derived" for s in cfg["seeds"]]
 
 
 def train_all(cfg: Mapping[str, Any], *, progress: bool = True, inner_progress: bool = True):
@@ -900,6 +699,7 @@ def hyperparameters(cfg: Mapping[str, Any]):
              ("QLoRA compute dtype", str(ds["qlora_compute_dtype"]).replace("torch.", "")
               if cfg.get("method") == "qlora" else "-"),
              ("gradient checkpointing used", bool(cfg.get("gradient_checkpointing")) and ds["device"] != "cpu"),
-             ("batching", "dynamic padding, seeded length-grouped batches"),
+             ("batching", "dynamic padding, " + ("seeded length-grouped batches" if engine_choice(cfg) == "fast"
+                                                  else "the Trainer's seeded random order")),
              ("checkpoints", f"every ceil(steps/{CHECKPOINTS_PER_RUN}) steps, last 2 kept")]
     return pd.DataFrame(rows, columns=["parameter", "value"]).astype({"value": str})

@@ -55,24 +55,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from . import conditions as C
 from . import paths, qa
 
 ALPHA = 0.05
 CHI2_CRIT = float(sps.chi2.ppf(1 - ALPHA, 1))  # 3.841: df = 1, alpha = 0.05
 MCNEMAR_EXACT_BELOW = 25  # discordant pairs: exact binomial below this, chi-square from it on
 
-#: display order of the conditions (only those present are shown)
-CONDITION_ORDER = ["untrained", "vanilla", "correct", "incorrect", "krsl",
-                   "incorrect_class", "incorrect_ir", "shuffled",
-                   # the reasoning-teacher family (evaluated on the teacher set's test split)
-                   "teacher", "teacher_summary", "teacher_posthoc", "teacher_swapped",
-                   "tset_vanilla", "tset_correct", "tset_incorrect"]
-#: conditions whose training target contains a checkable trace (the association statistics);
-#: the teacher conditions' free-prose traces are not checkable: only their answers are scored
-TRACE_CONDITIONS = ["correct", "incorrect", "krsl", "incorrect_class", "incorrect_ir", "shuffled",
-                    "tset_correct", "tset_incorrect"]
-#: conditions with a trace target whose steps are not scored (helpers.scoring.ANSWER_ONLY_CONDITIONS)
-ANSWER_ONLY_CONDITIONS = ["teacher", "teacher_summary", "teacher_posthoc", "teacher_swapped"]
+# The conditions' display order, and which have a trace whose steps are scored, are read
+# from the one table of conditions (helpers.conditions: ``order``, ``has_trace``,
+# ``steps_scored``); conditions not in it come after, sorted.
+
+
 def dataset_order() -> list[str]:
     """The datasets in the registry's order (helpers.qa)."""
     return list(qa.names())
@@ -194,6 +188,12 @@ def dataset_label(dataset: str, synthetic: bool = False) -> str:
     return f"{label} (synthetic)" if synthetic else label
 
 
+def answer_only_conditions() -> tuple[str, ...]:
+    """Conditions with a trace target whose steps are not scored (the teacher family's free
+    prose: ``has_trace`` and not ``steps_scored`` in :mod:`helpers.conditions`)."""
+    return C.names(has_trace=True, steps_scored=False)
+
+
 def _order(values: Iterable[Any], order: Sequence[Any]) -> list[Any]:
     """Unique ``values``, those in ``order`` first in that order, the rest sorted."""
     vals = list(dict.fromkeys(values))
@@ -202,7 +202,7 @@ def _order(values: Iterable[Any], order: Sequence[Any]) -> list[Any]:
 
 
 def conditions_present(items: pd.DataFrame, trace_only: bool = False) -> list[str]:
-    conds = _order(items["condition"].unique(), CONDITION_ORDER)
+    conds = C.order(items["condition"].unique())
     if trace_only:
         traced = set(_trace_items(items)["condition"].unique())
         conds = [c for c in conds if c in traced]
@@ -226,7 +226,7 @@ def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
     if "model" in tmp:
         keys.append("model")
     if "condition" in tmp:
-        rank = {c: i for i, c in enumerate(_order(tmp["condition"].unique(), CONDITION_ORDER))}
+        rank = {c: i for i, c in enumerate(C.order(tmp["condition"].unique()))}
         tmp["_c"] = tmp["condition"].map(rank)
         keys.append("_c")
     for k in ("step", "seed", "category"):
@@ -547,7 +547,7 @@ def step_frame(items: pd.DataFrame, step: str) -> tuple[pd.DataFrame, str]:
 def _trace_items(items: pd.DataFrame) -> pd.DataFrame:
     """The items whose trace steps were scored: a trace target, and not one of the
     answer-only conditions (``trace_scored`` where items carry it)."""
-    keep = items["has_trace_target"].fillna(False).astype(bool) & ~items["condition"].isin(ANSWER_ONLY_CONDITIONS)
+    keep = items["has_trace_target"].fillna(False).astype(bool) & ~items["condition"].isin(answer_only_conditions())
     if "trace_scored" in items.columns:
         keep &= items["trace_scored"].fillna(False).astype(bool)
     return items[keep]
@@ -651,7 +651,7 @@ def per_seed_accuracy(items: pd.DataFrame, by: Sequence[str] = ("dataset", "mode
                           if "rouge_l" in g and g["rouge_l"].notna().any() else math.nan)
         row["parse_ok"] = float((g["parse_status"] == "ok").mean()) if "parse_status" in g else math.nan
         # answer-only conditions (free-prose teacher traces): their steps are not scored
-        unscored = bool(g["condition"].isin(ANSWER_ONLY_CONDITIONS).all()) if "condition" in g else False
+        unscored = bool(g["condition"].isin(answer_only_conditions()).all()) if "condition" in g else False
         for c in ("cls_correct", "ir_exact", "trace_correct"):
             row[c] = math.nan if unscored else float(_as_bool(g[c], c).mean())
         if "compat_evaluated" in g:
@@ -744,7 +744,7 @@ def compare_conditions(items: pd.DataFrame, metric: str = "answer_em",
     for c in ("n", "both", "x_only", "y_only", "neither", "discordant", "df", "n_unpaired"):
         if c in df:
             df[c] = df[c].astype("Int64")
-    cond_rank = {c: i for i, c in enumerate(CONDITION_ORDER)}
+    cond_rank = {c: i for i, c in enumerate(C.names())}
     df["_t"] = (df["test"] == "cochran_q").astype(int)
     df["_x"] = df["cond_x"].map(cond_rank).fillna(len(cond_rank))
     df["_y"] = df["cond_y"].map(cond_rank).fillna(len(cond_rank))
@@ -871,3 +871,20 @@ def write_results(items: pd.DataFrame, profile: str, out_dir: str | Path | None 
         written[f"{name}_csv"] = csv
         written[f"{name}_md"] = md
     return written
+
+
+def krsl_vs_correct(items: pd.DataFrame) -> pd.DataFrame:
+    """KRSL against plain SFT on the trace set its step 1 trains on (``correct``), on the same
+    test items, per dataset / model / seed: McNemar on trace accuracy (``trace_correct``) and
+    answer accuracy (``answer_em``) (:func:`compare_conditions` with that one pair)."""
+    base = C.get("krsl").derives_from[0]
+    frames = [compare_conditions(items, metric=m, pairs=[(base, "krsl")]) for m in ("trace_correct", "answer_em")]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def __getattr__(name: str):
+    # the display order under the name notebooks used (a view of helpers.conditions)
+    if name == "CONDITION_ORDER":
+        return list(C.names())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,7 @@ produce the same records:
                    ``<think>…</think>`` block at the start of ``content`` (local servers).
 ``LocalBackend``   a Hugging Face reasoning model (e.g. a DeepSeek-R1-Distill or Qwen3 with
                    thinking) through the project's own greedy generation
-                   (:func:`helpers.generate.generate_stream`), prompted with the model's own
+                   (:func:`helpers.engine.generation.generate_stream`), prompted with the model's own
                    chat template.
 ``FileBackend``    a JSON-lines file of traces made anywhere else: ``{"id", "trace",
                    "answer"}`` per line (optionally ``summary`` / ``posthoc``); malformed
@@ -78,6 +78,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
+from . import conditions
 from . import qa
 from . import templates as T
 from . import traces as TR
@@ -91,9 +92,9 @@ POSTHOC_PROMPT = ("You have answered the question correctly. Please provide a de
                   "understand. \n Explanation: ")
 
 TASKS = ("teacher", "summary", "posthoc")
-TEACHER_CONDITIONS = ("teacher", "teacher_summary", "teacher_posthoc", "teacher_swapped")
-# Student conditions re-built on the teacher set (the decomposed traces and vanilla).
-RESTRICTED_CONDITIONS = ("vanilla", "correct", "incorrect")
+# The teacher-family conditions (helpers.conditions, family "teacher") are built by the
+# builders registered at the end of this module; the tset_* conditions (base conditions
+# rebuilt on the teacher set) by helpers.traces.
 
 STATUS_OK = "ok"
 TRANSPORT_FAILURES = ("rate_limited", "timeout", "connection_error", "http_error", "malformed_body",
@@ -602,7 +603,7 @@ class LocalBackend(Backend):
 
     def run(self, reqs: Sequence[Request], done: Callable[[int, dict[str, Any]], None],
             stop: Callable[[], bool] | None = None) -> None:
-        from .generate import generate_stream, low_precision
+        from .engine.generation import generate_stream, low_precision
 
         if not reqs:
             return
@@ -1020,39 +1021,66 @@ def teacher_target(x: str, answer: str) -> str:
     return f"{T.THINK_OPEN}{x}{T.THINK_CLOSE} {T.ANSWER_OPEN}{answer}{T.ANSWER_CLOSE}"
 
 
-_X_COLUMN = {"teacher": "teacher_trace", "teacher_summary": "teacher_summary",
-             "teacher_posthoc": "teacher_posthoc", "teacher_swapped": "teacher_trace"}
-
-
 def build_teacher_condition(tset: pd.DataFrame, dataset: str, condition: str, seed: int = 0) -> pd.DataFrame:
-    """The chat examples of a teacher condition for the problems in ``tset`` (the teacher set
-    with ``teacher_trace``, ``teacher_answer`` and, for the summary / post-hoc conditions,
-    ``teacher_summary`` / ``teacher_posthoc``), in the columns of
-    :data:`helpers.traces.COLUMNS` (the user message is the student's, as in every other
-    condition). A problem whose think text is missing is an error naming it."""
+    """The chat examples of a teacher condition (family ``teacher`` in
+    :mod:`helpers.conditions`; its builder below) for the problems in ``tset``."""
+    spec = conditions.get(condition)
+    if spec.family != "teacher":
+        raise ValueError(f"unknown teacher condition {condition!r}; expected one of {conditions.names('teacher')}")
+    return conditions.builder(condition)(tset, dataset, condition, seed=seed)
 
-    if condition not in TEACHER_CONDITIONS:
-        raise ValueError(f"unknown teacher condition {condition!r}; expected one of {TEACHER_CONDITIONS}")
-    col = _X_COLUMN[condition]
-    if col not in tset.columns:
-        raise ValueError(f"{condition} needs column {col!r} in the teacher set")
-    src = swap_traces(tset, seed) if condition == "teacher_swapped" else tset.reset_index(drop=True)
+
+def think_examples(tset: pd.DataFrame, dataset: str, condition: str, column: str, *, swap: bool = False,
+                   seed: int = 0) -> pd.DataFrame:
+    """Chat examples whose think text is ``tset[column]`` (the teacher set with
+    ``teacher_trace``, ``teacher_answer`` and, for the summary / post-hoc conditions,
+    ``teacher_summary`` / ``teacher_posthoc``); ``swap``: every problem takes another
+    problem's text (:func:`swap_traces`). In the columns of :data:`helpers.traces.COLUMNS`
+    (the user message is the student's, as in every other condition). A problem whose think
+    text is missing is an error naming it."""
+    if column not in tset.columns:
+        raise ValueError(f"{condition} needs column {column!r} in the teacher set")
+    src = swap_traces(tset, seed) if swap else tset.reset_index(drop=True)
     rows = []
     for r in src.to_dict("records"):
-        x = r[col]
+        x = r[column]
         if not isinstance(x, str) or not x.strip():
-            raise ValueError(f"{dataset} id {r['id']!r}: no {col} for {condition}")
-        note = "identical_trace" if condition == "teacher_swapped" and r["swapped_identical"] else ""
+            raise ValueError(f"{dataset} id {r['id']!r}: no {column} for {condition}")
+        note = "identical_trace" if swap and r["swapped_identical"] else ""
         rows.append({"id": r["id"], "dataset": dataset, "condition": condition,
                      "user": T.render_user(dataset, [str(c) for c in as_list(r["context"])], str(r["question"])),
                      "assistant": teacher_target(x, str(r["teacher_answer"])),
                      "trace_label": None, "trace_relevant": None, "trace_facts": None,
                      "gold_label": r["category"], "gold_relevant": [int(i) for i in as_list(r["relevant"])],
                      "answers": [str(a) for a in as_list(r["answers"])],
-                     "corrupted_steps": ["swapped"] if condition == "teacher_swapped" else [], "note": note,
+                     "corrupted_steps": ["swapped"] if swap else [], "note": note,
                      "source_id": r.get("swapped_from", r["id"]),
                      "flags": [str(f) for f in as_list(r.get("flags"))]})
     return pd.DataFrame(rows, columns=TR.COLUMNS)
+
+
+@conditions.builds("teacher_trace")
+def _build_teacher(tset: pd.DataFrame, dataset: str, condition: str, seed: int = 0) -> pd.DataFrame:
+    """``teacher``: the teacher's own trace."""
+    return think_examples(tset, dataset, condition, "teacher_trace", seed=seed)
+
+
+@conditions.builds("teacher_summary")
+def _build_teacher_summary(tset: pd.DataFrame, dataset: str, condition: str, seed: int = 0) -> pd.DataFrame:
+    """``teacher_summary``: the summariser's summary of the teacher's trace."""
+    return think_examples(tset, dataset, condition, "teacher_summary", seed=seed)
+
+
+@conditions.builds("teacher_posthoc")
+def _build_teacher_posthoc(tset: pd.DataFrame, dataset: str, condition: str, seed: int = 0) -> pd.DataFrame:
+    """``teacher_posthoc``: the teacher's explanation written after the answer."""
+    return think_examples(tset, dataset, condition, "teacher_posthoc", seed=seed)
+
+
+@conditions.builds("teacher_swapped")
+def _build_teacher_swapped(tset: pd.DataFrame, dataset: str, condition: str, seed: int = 0) -> pd.DataFrame:
+    """``teacher_swapped``: another problem's teacher trace (a seeded derangement)."""
+    return think_examples(tset, dataset, condition, "teacher_trace", swap=True, seed=seed)
 
 
 def fact_citation(df: pd.DataFrame, trace_column: str = "teacher_trace", *, casefold: bool = False) -> pd.DataFrame:

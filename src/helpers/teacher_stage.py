@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from . import config, paths, qa, teacher as TC, traces
+from . import conditions, config, paths, teacher as TC, traces
 from .progress import over
 
 # The profile keys of the teacher comparison (flat, in every profile and parameters cell).
@@ -189,15 +189,14 @@ def prepare_teacher(cfg: Mapping[str, Any], force: bool = False, *, progress: bo
             raise ValueError(f"{ds}: the teacher set leaves {len(kept)} training and {len(test)} test problems; "
                              "the teacher-family conditions need at least 2 and 1 (see the stamp's counts)")
         # 4. the trace files of the teacher-family conditions
-        labels = traces.run_labels(cfg, ds)
+        labels = traces.labels_for(cfg, ds)
         csumm = {}
         for c in conds:
-            if c.startswith(traces.TSET_PREFIX):
-                base = c[len(traces.TSET_PREFIX):]
-                frame = traces.build_condition(kept, ds, base, int(cfg["trace_seed"]), labels=labels,
-                                               rendering=rendering).assign(condition=c)
+            if conditions.get(c).family == "tset":  # a base condition's builder on the teacher set
+                frame = traces.build_condition(kept, ds, c, int(cfg["trace_seed"]), labels=labels,
+                                               rendering=rendering)
             else:
-                frame = TC.build_teacher_condition(kept, ds, c, seed=int(cfg["trace_seed"]))
+                frame = conditions.builder(c)(kept, ds, c, seed=int(cfg["trace_seed"]))
                 # the student's user turn as in every other condition of this rendering
                 frame["user"] = [traces.T.render_user(ds, [str(x) for x in traces.as_list(r["context"])],
                                                       str(r["question"]), rendering, "train")
@@ -275,8 +274,7 @@ def accuracy_on_teacher_set(items: pd.DataFrame) -> pd.DataFrame:
     g["answer F1 %"] = (100 * g.pop("f1")).round(1)
     g["original EM %"] = [qa.get(ds).reference_student_em.get(c, {}).get(cat)
                           for ds, c, cat in zip(g["dataset"], g["condition"], g["category"])]
-    order = {c: k for k, c in enumerate(traces.TEACHER_FAMILY)}
-    g = (g.assign(_c=g["condition"].map(order), _all=g["category"] == "all")  # "all" last
+    g = (g.assign(_c=g["condition"].map(conditions.rank), _all=g["category"] == "all")  # "all" last
          .sort_values(["dataset", "model", "_c", "_all", "category"]).reset_index(drop=True))
     return g[cols]
 

@@ -1,5 +1,9 @@
 """Training targets per condition: every problem rendered as a chat example.
 
+The conditions themselves (which have a trace, what they corrupt, which stage writes them)
+are one table, :mod:`helpers.conditions`; this module holds the builders of the ``base`` and
+``tset`` families (registered by name with ``@conditions.builds``) and writes their files.
+
 A problem (one row of ``data/<profile>/<dataset>/train.parquet``) becomes a user message
 (:func:`helpers.templates.render_user`: context and question) and an assistant target that
 depends on the condition:
@@ -56,30 +60,20 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import config, decompose, paths, qa
+from . import conditions, config, decompose, paths, qa
 from .progress import over
 from .scoring import as_list
 from . import templates as T
 
-CONDITIONS = ("vanilla", "correct", "incorrect", "incorrect_class", "incorrect_ir", "shuffled")
-TRACE_CONDITIONS = ("correct", "incorrect", "incorrect_class", "incorrect_ir", "shuffled")
-# Conditions trained from other conditions' files (krsl: the (correct, incorrect) pairs).
-DERIVED_CONDITIONS = {"krsl": ("correct", "incorrect")}
-# The reasoning-teacher family (written by helpers.teacher_stage, the last section of
-# 03_traces, only when the profile names a ``teacher``): trained on the teacher set's training
-# split, evaluated on its test split (``teacher_test.parquet``), never on ``test.parquet``.
-TEACHER_FAMILY = ("teacher", "teacher_summary", "teacher_posthoc", "teacher_swapped",
-                  "tset_vanilla", "tset_correct", "tset_incorrect")
-TSET_PREFIX = "tset_"  # vanilla / correct / incorrect restricted to the teacher set
-TEST_SETS = ("full", "teacher")
-CORRUPTS = {"incorrect": ("label", "ir"), "incorrect_class": ("label",), "incorrect_ir": ("ir",)}
+# The conditions (which have a trace, what they corrupt, which stage writes them, ...) are
+# one table: helpers.conditions. This module builds the trace sets of the ``base`` and
+# ``tset`` families with the builders registered below (``@conditions.builds``).
 
 # Config keys the trace files depend on (their stamp).
 TRACE_KEYS = ["profile", "data_source", "data_dir", "n_train", "n_test", "babi_tasks", "data_seed",
               "decomposition", "rendering", "trace_seed", "conditions"]
 RENDERINGS = T.RENDERINGS
-# The original's warm-up (STUDY_SPEC §2): 0.1 for the CoTempQA trace runs (its dataset module's
-# ``original_warmup_trace``), 0.03 for every other run.
+# The original's warm-up (STUDY_SPEC §2): 0.1 for the CoTempQA trace runs, 0.03 for every other run.
 ORIGINAL_WARMUP = {"cotempqa_trace": 0.1, "other": 0.03}
 
 COLUMNS = ["id", "dataset", "condition", "user", "assistant", "trace_label", "trace_relevant",
@@ -144,6 +138,12 @@ def _rng(seed: int, *parts: Any) -> np.random.Generator:
     runs, platforms and row orders."""
     h = hashlib.sha256("\x1f".join(map(str, (seed, *parts))).encode()).digest()
     return np.random.default_rng(int.from_bytes(h[:8], "little"))
+
+
+def step_rng(seed: int, dataset: str, problem_id: Any, step: str) -> np.random.Generator:
+    """The seeded generator one corruption ``step`` (``"label"`` or ``"ir"``) of one problem
+    draws from in :func:`build_condition` (03_traces draws with it step by step)."""
+    return _rng(seed, dataset, problem_id, step)
 
 
 def _other_label(p: Mapping[str, Any], labels: Sequence[str], seed: int, dataset: str) -> str:
@@ -214,7 +214,7 @@ def warmup_for_run(cfg: Mapping[str, Any], dataset: str, condition: str) -> floa
     and 0.03 for CoTempQA vanilla and every MS MARCO and bAbI run (the profile's value is not
     used)."""
     if T.check_rendering(cfg.get("rendering")) == "original":
-        trace = condition not in ("vanilla", TSET_PREFIX + "vanilla")
+        trace = conditions.get(condition).has_trace
         return qa.get(dataset).original_warmup_trace if trace else ORIGINAL_WARMUP["other"]
     w = float(cfg.get("warmup_ratio") or 0.0)
     return w if w < 1 else int(w)
@@ -266,11 +266,22 @@ def build_condition(df: pd.DataFrame, dataset: str, condition: str, seed: int, *
     ``rendering``: ``project`` or ``original`` (the module docstring). Under ``original``,
     ``trace_facts`` holds the cited texts as written (bAbI's corrupted lines lower-cased; an MS
     MARCO "No Answer Present." trace cites the answer).
+
+    Which trace a condition states is decided by its builder (``builder`` in
+    :mod:`helpers.conditions`, the functions below registered with ``@conditions.builds``):
+    a builder gets the checked problems and a :class:`BuildContext` and returns, per problem,
+    the trace it states (:meth:`BuildContext.gold`, possibly changed) or ``None`` for the
+    answer alone. The rendering of the target is the same for every condition.
     """
+    spec = conditions.get(condition)
+    if spec.written_by != "traces" and spec.family != "tset":
+        hint = {"derived": f" ({condition} trains on the {' and '.join(spec.derives_from)} sets)",
+                "teacher": " (written by the teacher stage: helpers.teacher_stage)",
+                "untrained": " (the base model: nothing to build)"}.get(spec.family, "")
+        raise ValueError(f"condition {condition!r} has no trace set built from the problems{hint}; "
+                         f"expected one of {list(conditions.names(('base', 'tset')))}")
+    build = conditions.builder(condition)
     original = T.check_rendering(rendering) == "original"
-    if condition not in CONDITIONS:
-        hint = " (krsl trains on the correct and incorrect sets)" if condition in DERIVED_CONDITIONS else ""
-        raise ValueError(f"unknown condition {condition!r}{hint}; expected one of {CONDITIONS}")
     probs = _problems(df, dataset)
     if labels is None:
         labels = default_labels(dataset, {p["category"] for p in probs})
@@ -280,52 +291,24 @@ def build_condition(df: pd.DataFrame, dataset: str, condition: str, seed: int, *
         if p["category"].casefold() not in known:
             raise ValueError(f"{dataset} id {p['id']!r}: category {p['category']!r} is not one of the "
                              f"dataset's labels {labels}")
-    donors, same = (_derangement([(p["category"].casefold(), tuple(p["context"][i] for i in p["relevant"]))
-                                  for p in probs], seed, dataset)
-                    if condition == "shuffled" else (None, None))
+    ctx = BuildContext(dataset=dataset, seed=int(seed), labels=tuple(labels), original=original, spec=spec)
+    stated = build(probs, ctx)
+    if len(stated) != len(probs):
+        raise ValueError(f"builder {spec.builder!r} of {condition!r} returned {len(stated)} traces "
+                         f"for {len(probs)} problems")
     rows = []
-    for k, p in enumerate(probs):
+    for p, t in zip(probs, stated):
         answer = T.render_answer(dataset, p["answers"])
-        label, rel, facts, steps, note, src = p["category"], list(p["relevant"]), None, [], "", p["id"]
-        gold_facts = [p["context"][i] for i in rel]
-        if original:
-            rel, gold_facts = _original_correct_facts(p, dataset)
-        corrupted_facts = False
-        if condition in CORRUPTS:
-            if "label" in CORRUPTS[condition]:
-                label = _other_label(p, labels, seed, dataset)
-                steps.append("label")
-            if "ir" in CORRUPTS[condition]:
-                if original:
-                    rel, facts, note = _original_wrong_facts(p, seed, dataset)
-                    corrupted_facts = True
-                    if (T.render_original_facts(dataset, facts, corrupted=True)
-                            != T.render_original_facts(dataset, gold_facts)):
-                        steps.append("ir")
-                else:
-                    rel, note = _wrong_facts(p, seed, dataset)
-                    if note != "no_irrelevant_fact":
-                        steps.append("ir")
-        elif condition == "shuffled":
-            q = probs[donors[k]]
-            src, label = q["id"], q["category"]
-            facts = (_original_correct_facts(q, dataset)[1] if original
-                     else [q["context"][i] for i in q["relevant"]])
-            rel = [i for i, c in enumerate(p["context"]) if c in set(facts)]
-            if label.casefold() != p["category"].casefold():
-                steps.append("label")
-            if facts != gold_facts:
-                steps.append("ir")
-            note = "identical_trace" if same[k] else ""
-        if facts is None:
-            facts = list(gold_facts) if original else [p["context"][i] for i in rel]
-        if condition == "vanilla":
-            assistant, label, rel, facts = answer, None, None, None
-        elif original:
-            assistant = T.render_trace_text(dataset, label, T.render_original_facts(
-                dataset, facts, corrupted=corrupted_facts), answer)
+        if t is None:  # the answer alone
+            assistant, label, rel, facts, steps, note, src = answer, None, None, None, [], "", p["id"]
         else:
-            assistant = T.render_trace(dataset, label, facts, answer)
+            label, rel, facts = t["label"], t["relevant"], t["facts"]
+            steps, note, src = list(t["steps"]), t["note"], t["source_id"]
+            if original:
+                assistant = T.render_trace_text(dataset, label, T.render_original_facts(
+                    dataset, facts, corrupted=t["corrupted_facts"]), answer)
+            else:
+                assistant = T.render_trace(dataset, label, facts, answer)
         rows.append({
             "id": p["id"], "dataset": dataset, "condition": condition,
             "user": T.render_user(dataset, p["context"], p["question"], rendering, "train"),
@@ -335,6 +318,89 @@ def build_condition(df: pd.DataFrame, dataset: str, condition: str, seed: int, *
             "corrupted_steps": steps, "note": note, "source_id": src, "flags": p["flags"],
         })
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+class BuildContext:
+    """What a trace builder may use besides the problems: the dataset, the trace seed, the
+    label set corrupted labels are drawn from, the rendering (``original``) and the
+    condition's table row (``spec``: e.g. ``spec.corrupts``)."""
+
+    def __init__(self, *, dataset: str, seed: int, labels: Sequence[str], original: bool,
+                 spec: "conditions.Condition") -> None:
+        self.dataset, self.seed, self.labels, self.original, self.spec = dataset, seed, labels, original, spec
+
+    def gold_facts(self, p: Mapping[str, Any]) -> tuple[list[int], list[str]]:
+        """The relevant fact indices and the texts the correct trace cites (``original``:
+        as the original cited them)."""
+        if self.original:
+            return _original_correct_facts(p, self.dataset)
+        rel = list(p["relevant"])
+        return rel, [p["context"][i] for i in rel]
+
+    def gold(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        """The correct trace of problem ``p``: ``label``, ``relevant`` (indices), ``facts``
+        (the cited texts), ``steps`` (corrupted steps: none), ``note``, ``source_id`` (whose
+        trace it is) and ``corrupted_facts`` (render the facts as a corrupted step, under
+        ``original``)."""
+        rel, facts = self.gold_facts(p)
+        return {"label": p["category"], "relevant": rel, "facts": facts, "steps": [], "note": "",
+                "source_id": p["id"], "corrupted_facts": False}
+
+
+@conditions.builds("answer_only")
+def _build_answer_only(probs: Sequence[Mapping[str, Any]], ctx: BuildContext) -> list[None]:
+    """``vanilla``: no trace, the answer alone."""
+    return [None] * len(probs)
+
+
+@conditions.builds("trace")
+def _build_trace(probs: Sequence[Mapping[str, Any]], ctx: BuildContext) -> list[dict[str, Any]]:
+    """The correct trace with the steps of ``ctx.spec.corrupts`` corrupted: ``label`` a
+    uniformly random other label, ``ir`` random non-relevant facts (module docstring)."""
+    out = []
+    for p in probs:
+        t = ctx.gold(p)
+        if "label" in ctx.spec.corrupts:
+            t["label"] = _other_label(p, ctx.labels, ctx.seed, ctx.dataset)
+            t["steps"].append("label")
+        if "ir" in ctx.spec.corrupts:
+            if ctx.original:
+                gold_facts = t["facts"]
+                t["relevant"], t["facts"], t["note"] = _original_wrong_facts(p, ctx.seed, ctx.dataset)
+                t["corrupted_facts"] = True
+                if (T.render_original_facts(ctx.dataset, t["facts"], corrupted=True)
+                        != T.render_original_facts(ctx.dataset, gold_facts)):
+                    t["steps"].append("ir")
+            else:
+                t["relevant"], t["note"] = _wrong_facts(p, ctx.seed, ctx.dataset)
+                t["facts"] = [p["context"][i] for i in t["relevant"]]
+                if t["note"] != "no_irrelevant_fact":
+                    t["steps"].append("ir")
+        out.append(t)
+    return out
+
+
+@conditions.builds("shuffled")
+def _build_shuffled(probs: Sequence[Mapping[str, Any]], ctx: BuildContext) -> list[dict[str, Any]]:
+    """The correct trace of another problem (a seeded derangement that avoids identical
+    traces where it can), the problem's own answer."""
+    donors, same = _derangement([(p["category"].casefold(), tuple(p["context"][i] for i in p["relevant"]))
+                                 for p in probs], ctx.seed, ctx.dataset)
+    out = []
+    for k, p in enumerate(probs):
+        q = probs[donors[k]]
+        t = ctx.gold(p)
+        gold_facts = t["facts"]
+        facts = ctx.gold_facts(q)[1]
+        t.update(label=q["category"], facts=facts, source_id=q["id"],
+                 relevant=[i for i, c in enumerate(p["context"]) if c in set(facts)],
+                 note="identical_trace" if same[k] else "")
+        if t["label"].casefold() != p["category"].casefold():
+            t["steps"].append("label")
+        if facts != gold_facts:
+            t["steps"].append("ir")
+        out.append(t)
+    return out
 
 
 def build_test(df: pd.DataFrame, dataset: str, rendering: str = "project") -> pd.DataFrame:
@@ -386,9 +452,9 @@ def teacher_test_path(profile: str, dataset: str) -> Path:
 
 
 def test_set_of(condition: str) -> str:
-    """Which test file a condition is evaluated on: ``teacher`` for the teacher family,
-    ``full`` for every other condition (and ``untrained``)."""
-    return "teacher" if condition in TEACHER_FAMILY else "full"
+    """Which test file a condition is evaluated on (``test_set`` in :mod:`helpers.conditions`):
+    ``teacher`` for the teacher family, ``full`` for every other condition (and ``untrained``)."""
+    return conditions.get(condition).test_set
 
 
 def test_path_for(cfg: Mapping[str, Any], dataset: str, condition: str) -> Path:
@@ -405,9 +471,10 @@ def teacher_conditions(cfg: Mapping[str, Any]) -> list[str]:
     if not cfg.get("teacher"):
         return []
     conds = list(cfg.get("teacher_conditions") or [])
-    bad = [c for c in conds if c not in TEACHER_FAMILY]
+    family = conditions.names(written_by="teacher")
+    bad = [c for c in conds if c not in family]
     if bad:
-        raise ValueError(f"unknown teacher condition(s) {bad} in teacher_conditions; known: {TEACHER_FAMILY}")
+        raise ValueError(f"unknown teacher condition(s) {bad} in teacher_conditions; known: {family}")
     if len(set(conds)) != len(conds):
         raise ValueError(f"teacher_conditions repeats a condition: {conds}")
     return conds
@@ -420,17 +487,18 @@ def all_conditions(cfg: Mapping[str, Any]) -> list[str]:
 
 
 def trained_conditions(cfg: Mapping[str, Any]) -> list[str]:
-    """The conditions of ``cfg["conditions"]`` that have a trace file: every listed condition
-    but ``krsl``, plus the ``correct`` and ``incorrect`` sets ``krsl`` is trained from."""
+    """The conditions of ``cfg["conditions"]`` that have a trace file written by this stage:
+    every listed condition but the derived ones (``krsl``), plus the sets those derive from
+    (``krsl``: ``correct`` and ``incorrect``)."""
     out: list[str] = []
+    allowed = conditions.names(("base", "derived"))
     for c in cfg["conditions"]:
-        if c in DERIVED_CONDITIONS:
-            need = DERIVED_CONDITIONS[c]
-        elif c in CONDITIONS:
-            need = (c,)
-        else:
-            raise ValueError(f"unknown condition {c!r} in cfg['conditions']; "
-                             f"known: {CONDITIONS + tuple(DERIVED_CONDITIONS)}")
+        spec = conditions.find(c)
+        if spec is None or spec.family not in ("base", "derived"):
+            where = " (listed in teacher_conditions, not conditions)" if spec is not None and spec.family in (
+                "teacher", "tset") else ""
+            raise ValueError(f"unknown condition {c!r} in cfg['conditions']{where}; known: {allowed}")
+        need = spec.derives_from if spec.family == "derived" else (c,)
         out += [n for n in need if n not in out]
     return out
 
@@ -445,10 +513,9 @@ def load_problems(cfg: Mapping[str, Any], dataset: str, split: str) -> pd.DataFr
     made = decompose.stamp(profile, dataset).get("config", {}).get("decomposition")
     want = cfg.get("decomposition") or "default"
     if made != want:
-        raise FileNotFoundError(
+        raise paths.MissingInput(
             f"the decomposed {dataset} problems of profile {profile!r} were made for decomposition="
-            f"{made!r}, not {want!r}: run `make decompose PROFILE={profile}` (or "
-            "notebooks/02_decompose.ipynb)")
+            f"{made!r}, not {want!r}: run make decompose PROFILE={profile}")
     df = decompose.load_problems(profile, dataset, split)
     if T.check_rendering(cfg.get("rendering")) == "original":
         df = _original_rule(df, dataset)
@@ -518,7 +585,7 @@ def prepare_traces(cfg: Mapping[str, Any], force: bool = False, *, progress: boo
         (d / config.STAMP).unlink(missing_ok=True)
         train = load_problems(cfg, ds, "train")
         test = load_problems(cfg, ds, "test")
-        labels = run_labels(cfg, ds)
+        labels = labels_for(cfg, ds)
         rendering = T.check_rendering(cfg.get("rendering"))
         summ = {}
         for c in conds:
@@ -557,9 +624,10 @@ def run_inputs(cfg: Mapping[str, Any], dataset: str, condition: str) -> dict[str
     return {f"traces/{dataset}/{condition}_train.parquet": train_path(cfg["profile"], dataset, condition)}
 
 
-def run_labels(cfg: Mapping[str, Any], dataset: str) -> tuple[str, ...]:
-    """The label set the corrupted labels of ``dataset`` are drawn from in this profile (the
-    dataset's ``corruption_labels`` for the profile's ``babi_tasks``)."""
+def labels_for(cfg: Mapping[str, Any], dataset: str) -> tuple[str, ...]:
+    """The label set a corrupted classification step is drawn from under ``cfg`` (what
+    :func:`prepare_traces` passes :func:`build_condition` and records in its stamp): the
+    dataset's ``corruption_labels`` for the profile's ``babi_tasks``."""
     spec = qa.get(dataset)
     if spec.corruption_labels is None:
         return spec.label_set()
@@ -567,15 +635,25 @@ def run_labels(cfg: Mapping[str, Any], dataset: str) -> tuple[str, ...]:
 
 
 def load_condition(profile: str, dataset: str, condition: str) -> pd.DataFrame:
-    """A written trace set (``prepare_traces``), list columns as Python lists."""
-    p = train_path(profile, dataset, condition)
-    if not p.exists():
-        raise FileNotFoundError(f"{p} is missing: run 03_traces (traces.prepare_traces) for this profile")
+    """A written trace set (``prepare_traces``, or the teacher section of 03 for the teacher
+    family), list columns as Python lists. A missing file is a :class:`helpers.paths.MissingInput`
+    naming the make target that writes it (``make traces``)."""
+    p = paths.require(train_path(profile, dataset, condition), f"traces for {profile}/{dataset}/{condition}",
+                      "traces", profile)
     df = pd.read_parquet(p)
     for c in ("trace_relevant", "trace_facts", "gold_relevant", "answers", "corrupted_steps", "flags"):
         if c in df.columns:
             df[c] = df[c].map(lambda v: None if v is None else [x.item() if hasattr(x, "item") else x for x in v])
     return df
+
+
+def load_test(cfg: Mapping[str, Any], dataset: str, condition: str) -> pd.DataFrame:
+    """The written test prompts and gold rows ``condition`` is evaluated on
+    (:func:`test_path_for`); a missing file names ``make traces``."""
+    test_set = test_set_of(condition)
+    p = paths.require(test_path_for(cfg, dataset, condition),
+                      f"{test_set} test set for {cfg['profile']}/{dataset}", "traces", cfg["profile"])
+    return pd.read_parquet(p)
 
 
 # --------------------------------------------------------------------------------------
@@ -654,16 +732,25 @@ def side_by_side(frames: Mapping[str, pd.DataFrame], problem_id: str) -> tuple[p
     return pd.DataFrame(cols), pd.DataFrame(diff)
 
 
+def example_lengths(tok, family: str, rows, model_name: str) -> list[int]:
+    """Token count of every rendered training example (before truncation): system, user and
+    target in ``model_name``'s chat template (:func:`messages`)."""
+    from . import chat
+
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    return [len(chat.encode_conversation(tok, messages(r, model_name), family)["input_ids"]) for r in rows]
+
+
 def token_lengths(frames: Mapping[str, pd.DataFrame], model_name: str) -> pd.DataFrame:
     """Token count of every rendered training example (system, user, target, in
     ``model_name``'s chat template and tokenizer): columns dataset, condition, id, tokens."""
-    from . import models, sft
+    from . import models
 
     tok = models.load_tokenizer(model_name)
     family = models.model_family(model_name)
     parts = []
     for cond, fr in frames.items():
-        n = sft.example_lengths(tok, family, fr.to_dict("records"), model_name)
+        n = example_lengths(tok, family, fr.to_dict("records"), model_name)
         parts.append(pd.DataFrame({"dataset": fr["dataset"].values, "condition": cond,
                                    "id": fr["id"].values, "tokens": n}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
@@ -683,3 +770,11 @@ def length_stats(frames: Mapping[str, pd.DataFrame] | pd.DataFrame, model_name: 
                         "truncated": g.apply(lambda x: int((x > max_length).sum()))}).reset_index()
     out.insert(len(out.columns) - 1, "max_length", int(max_length))
     return out
+
+
+def __getattr__(name: str):
+    # views of the conditions table under the names the notebooks used (helpers.conditions
+    # is the one definition): CONDITIONS = the base family, with a trace file written here
+    if name == "CONDITIONS":
+        return conditions.names("base")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

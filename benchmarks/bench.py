@@ -37,7 +37,11 @@ Writes ``results/bench/bench.{json,md}`` for the quick profile and
 ``results/bench/<profile>/bench.{json,md}`` for any other, so the quick figures the README
 quotes are never overwritten by a smoke run.
 
-    python -m helpers.bench --profile quick [--parts gen,sft] [--out DIR]
+    python benchmarks/bench.py --profile quick [--parts gen,sft] [--out DIR]   (or `make bench`)
+
+It lives outside the study package: editing it changes no stage's code hash and re-runs no
+notebook. It times the fast engine (:mod:`helpers.engine`, the default ``engine: fast``)
+against the straightforward way.
 """
 from __future__ import annotations
 
@@ -57,7 +61,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from . import config, paths
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:  # the checkout's helpers, also when run without installing
+    sys.path.insert(0, str(ROOT / "src"))
+
+from helpers import config, paths  # noqa: E402
 
 PARTS = ("gen", "sft", "reproduce", "gpu")
 # The report's layout version: parts kept from an earlier bench.json must have this one.
@@ -118,7 +126,7 @@ def machine_info() -> dict[str, Any]:
 
         info["torch_threads"] = torch.get_num_threads()
         info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-        from .models import device_settings
+        from helpers.models import device_settings
 
         ac = device_settings()["autocast_dtype"]
         info["autocast_dtype"] = str(ac).replace("torch.", "") if ac is not None else None
@@ -195,7 +203,7 @@ def problems(cfg: Mapping[str, Any], split: str) -> dict[str, Any]:
     """The profile's ``split`` problems per dataset, exactly as the data stage builds them
     (same source, seed and caps). Built in memory: the benchmark needs no ``make data`` and
     leaves ``data/`` alone."""
-    from . import data, decompose
+    from helpers import data, decompose
 
     out = {}
     for ds in cfg["datasets"]:
@@ -224,8 +232,8 @@ def round_robin(per: Mapping[str, Sequence[Any]], n: int) -> list[Any]:
 def gen_items(cfg: Mapping[str, Any], model_name: str, tok, n: int) -> list[dict[str, str]]:
     """``n`` test problems (round-robin over the datasets) rendered as generation prompts for
     ``model_name``, as the evaluation renders them (system + user, generation prompt)."""
-    from . import chat, traces
-    from .models import model_family
+    from helpers import chat, traces
+    from helpers.models import model_family
 
     fam = model_family(model_name)
     per = {ds: traces.build_test(df, ds).to_dict("records") for ds, df in problems(cfg, "test").items()}
@@ -269,7 +277,7 @@ def _throughput(n_items: int, n_tokens: int, sw: Stopwatch) -> dict[str, Any]:
 def _agreement(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], ids: Sequence[str]) -> dict[str, Any]:
     """How many greedy outputs differ as text, and how many of those in the answer itself
     (the original's answer extraction: what answer scoring reads)."""
-    from .scoring import extract_answer_compat
+    from helpers.scoring import extract_answer_compat
 
     diff = [i for i, x, y in zip(ids, a, b) if x["prediction"] != y["prediction"]]
     ans = [i for i, x, y in zip(ids, a, b)
@@ -282,7 +290,7 @@ def trace_student(cfg: Mapping[str, Any], sizes: Mapping[str, Any], name: str, w
     """The ``trace`` student: ``sizes["sft_steps"]`` steps of the project's SFT on correct
     traces (the fine-tuning part's examples and settings), the adapter merged into the base
     weights as the evaluation loads a run. Returns ``(model, tok, info)``."""
-    from . import models, sft
+    from helpers import models, sft
 
     seed = int(cfg["seeds"][0])
     steps = int(sizes["sft_steps"])
@@ -316,7 +324,8 @@ def gen_one_student(model, tok, items: Sequence[Mapping[str, str]], *, max_new_t
     longest-first into batch slots refilled as answers end, shared prompt prefix computed once,
     bf16 copy where the CPU has native bf16), and the project's batching in the model's own dtype (``project_fp32``: what
     batching alone changes in the greedy outputs)."""
-    from .generate import generate_batch, generate_predictions, low_precision
+    from helpers.engine.generation import generate_batch, low_precision
+    from helpers.generate import generate_predictions
 
     ids = [it["id"] for it in items]
     prompts = [it["prompt"] for it in items]
@@ -364,8 +373,8 @@ def bench_gen(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path, prog
     :data:`GEN_STUDENTS`."""
     import torch
 
-    from . import models
-    from .generate import shared_prefix_len
+    from helpers import models
+    from helpers.engine.generation import shared_prefix_len
 
     name = cfg["models"][0]
     n = int(sizes["gen_prompts"])
@@ -514,8 +523,8 @@ def sft_examples(cfg: Mapping[str, Any], model_name: str, tok, split: str, n: in
     """``n`` tokenised training examples of condition :data:`SFT_CONDITION` from ``split``
     (round-robin over the datasets, so the length spread of all three is in every run), as
     :func:`helpers.sft.tokenize_examples` makes them for the profile."""
-    from . import sft, traces
-    from .models import model_family
+    from helpers import sft, traces
+    from helpers.models import model_family
 
     seed = int(cfg["trace_seed"])
     per = {ds: traces.build_condition(df, ds, SFT_CONDITION, seed).to_dict("records")
@@ -556,15 +565,16 @@ def padding_at_run_size(cfg: Mapping[str, Any], model_name: str, tok, seed: int 
     more tokens the random order feeds. No training: token counts only."""
     import torch
 
-    from . import sft, traces
-    from .models import model_family
+    from helpers import sft, traces
+    from helpers.engine.training import LengthGroupedSampler
+    from helpers.models import model_family
 
     bs = int(cfg["batch_size"])
     out = {}
     for ds, df in problems(cfg, "train").items():
         rows = traces.build_condition(df, ds, SFT_CONDITION, int(cfg["trace_seed"]))
         lengths = [min(n, int(cfg["max_length"])) for n in sft.example_lengths(tok, model_family(model_name), rows, model_name)]
-        grouped = list(iter(sft.LengthGroupedSampler(lengths, bs, seed)))
+        grouped = list(iter(LengthGroupedSampler(lengths, bs, seed)))
         rand = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
         g, r = sft.padding_stats(lengths, grouped, bs), sft.padding_stats(lengths, rand, bs)
         out[ds] = {"examples": len(lengths), "grouped_efficiency": _r(g["efficiency"], 4),
@@ -593,7 +603,7 @@ def bench_sft(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path) -> d
     from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from . import models, sft
+    from helpers import models, sft
 
     name = cfg["models"][0]
     seed = int(cfg["seeds"][0])
@@ -625,7 +635,7 @@ def bench_sft(cfg: Mapping[str, Any], sizes: Mapping[str, Any], work: Path) -> d
     t_proj = sw.wall
     counter.remove()
     proj = {**_sft_record(sw, counter, trainer, model, held_plain, tok.pad_token_id,
-                          "seeded length-grouped mega-batches (helpers.sft.LengthGroupedSampler)"),
+                          "seeded length-grouped mega-batches (helpers.engine.training.LengthGroupedSampler)"),
             "checkpoints_saved": ckpt.saves, "checkpoint_seconds": _r(ckpt.seconds),
             "tokens_per_s_without_checkpoints": _r(counter.tokens / (t_proj - ckpt.seconds), 2)}
     del trainer, model
@@ -797,7 +807,7 @@ def accuracy_lift(items, lift_conditions: Sequence[str] = LIFT_CONDITIONS,
     not), ``lost`` (the reverse) and McNemar's p for the difference (``helpers.stats``). With
     a few dozen test items a lift of 10 points is a handful of items, and the p-value tells
     whether that is more than chance."""
-    from . import stats
+    from helpers import stats
 
     need = {"dataset", "model", "condition", "seed", "answer_em"}
     missing = need - set(items.columns)
@@ -882,7 +892,7 @@ def bench_reproduce(profile: str, work: Path, *, stages: Sequence[str] = REPRO_S
 # The two paper students' architectures: their hub config.json files, shipped in the package
 # (helpers/model_configs/), so a model of the same size and shape can be built without the
 # network (random weights).
-MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+MODEL_CONFIG_DIR = ROOT / "src" / "helpers" / "model_configs"
 PAPER_STUDENTS = ("llama-3.2-1b", "qwen3-1.7b")
 
 
@@ -958,7 +968,7 @@ def _lora_config(cfg: Mapping[str, Any]):
 def _cuda_dtype():
     """The CUDA dtype the project trains and generates in (helpers.models.device_settings:
     bf16 where the GPU has it, else fp16)."""
-    from .models import device_settings
+    from helpers.models import device_settings
 
     return device_settings("cuda")["dtype"]
 
@@ -1329,7 +1339,7 @@ def estimate_time(cfg: Mapping[str, Any], device: str = "h100",
                       "checkpointing) at an assumed MFU; generation = prefill at 2·N per prompt token + decoding "
                       "steps (items x mean new tokens / evaluation slots), each the larger of weight+KV bytes over "
                       "bandwidth and 2·N·slots FLOPs, plus a launch cost per layer; plus a fixed cost per run. "
-                      "Token lengths: helpers.bench.TOKENS_PER_EXAMPLE; efficiencies: helpers.bench.DEVICES "
+                      "Token lengths: benchmarks/bench.py TOKENS_PER_EXAMPLE; efficiencies: DEVICES "
                       "(assumed until make gpu-check measures them)")}
 
 
@@ -1740,13 +1750,13 @@ def run(profile: str, parts: Sequence[str] | None = None, out: Path | None = Non
     sizes = _sizes(profile)
     t0 = time.perf_counter()
     try:
-        from .sft import set_threads
+        from helpers.sft import set_threads
 
         set_threads()
     except ImportError:
         pass
     rep: dict[str, Any] = {"schema": SCHEMA, "profile": profile, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                           "command": " ".join([Path(sys.executable).name, "-m", "helpers.bench", *sys.argv[1:]]),
+                           "command": " ".join([Path(sys.executable).name, "benchmarks/bench.py", *sys.argv[1:]]),
                            "parts_requested": parts, "sizes": sizes, "targets_definition": TARGETS,
                            "machine": machine_info(), "environment": config.environment_info(),
                            "parts": {}, "targets": []}
@@ -1790,7 +1800,7 @@ def run(profile: str, parts: Sequence[str] | None = None, out: Path | None = Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="quick", help="smoke | quick | paper (default quick)")
     ap.add_argument("--parts", default=None,
                     help=f"comma-separated subset of {','.join(PARTS)} (default: all on quick, all but reproduce elsewhere)")
