@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from . import conditions, config, paths, teacher as TC, traces
+from . import conditions, config, paths, qa, teacher as TC, traces
 from .progress import over
 
 # The profile keys of the teacher comparison (flat, in every profile and parameters cell).
