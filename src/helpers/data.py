@@ -346,10 +346,8 @@ def load_split(profile: str, dataset: str, split: str) -> pd.DataFrame:
     DataFrame (list columns as lists)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    p = paths.data_dir(profile, dataset) / f"{split}.parquet"
-    if not p.exists():
-        raise FileNotFoundError(f"{p} does not exist: run the data stage first "
-                                f"(run `make data PROFILE={profile}` or notebooks/01_data.ipynb)")
+    p = paths.require(paths.data_dir(profile, dataset) / f"{split}.parquet",
+                      f"the {dataset} {split} problems (01)", "data", profile)
     df = pd.read_parquet(p)
     if list(df.columns) != COLUMNS:
         raise ValueError(f"{p} is not in the interim schema {COLUMNS} (written by older code?): "

@@ -273,10 +273,10 @@ def interim_inputs(profile: str, dataset: str) -> dict[str, Any]:
     problems; a missing one is an error naming the make target."""
     out = {}
     for s in SPLITS:
-        p = paths.data_dir(profile, dataset) / f"{s}.parquet"
-        if not p.exists() or not (paths.data_dir(profile, dataset) / config.STAMP).exists():
-            raise FileNotFoundError(f"{p} missing: run the data stage first "
-                                    f"(run `make data PROFILE={profile}` or notebooks/01_data.ipynb)")
+        paths.require(paths.data_dir(profile, dataset) / config.STAMP, f"the data stage's stamp of {dataset}",
+                      "data", profile)
+        p = paths.require(paths.data_dir(profile, dataset) / f"{s}.parquet",
+                          f"the {dataset} {s} problems (01)", "data", profile)
         out[f"data/{dataset}/{s}.parquet"] = p
     return out
 
@@ -375,10 +375,8 @@ def _write_parquet(df: pd.DataFrame, path) -> None:
 def stamp(profile: str, dataset: str) -> dict[str, Any]:
     """The stamp of ``dataset``'s decomposed problems (``problems/stamp.json``); a missing one
     is an error naming the make target."""
-    p = problems_dir(profile, dataset) / config.STAMP
-    if not p.exists():
-        raise FileNotFoundError(f"{p} missing: run the decomposition stage first "
-                                f"(run `make decompose PROFILE={profile}` or notebooks/02_decompose.ipynb)")
+    p = paths.require(problems_dir(profile, dataset) / config.STAMP,
+                      f"the stamp of the decomposed {dataset} problems (02)", "decompose", profile)
     return config.read_json(p)
 
 
@@ -387,8 +385,6 @@ def load_problems(profile: str, dataset: str, split: str) -> pd.DataFrame:
     a missing file is an error naming the make target."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    p = problems_path(profile, dataset, split)
-    if not p.exists():
-        raise FileNotFoundError(f"{p} missing: run the decomposition stage first "
-                                f"(run `make decompose PROFILE={profile}` or notebooks/02_decompose.ipynb)")
+    p = paths.require(problems_path(profile, dataset, split), f"the decomposed {dataset} {split} problems (02)",
+                      "decompose", profile)
     return data.to_lists(pd.read_parquet(p))
