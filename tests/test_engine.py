@@ -6,7 +6,7 @@ import torch
 from helpers import config, generate, models, sft
 from helpers.engine import generation, training
 from test_generate import _items, tiny  # noqa: F401  (tiny: a fixture)
-from test_sft import examples, smoke_cfg
+from test_sft import examples, smoke_cfg, study  # noqa: F401  (study: a fixture)
 
 
 # --------------------------------------------------------------------------------------
@@ -424,4 +424,28 @@ def test_plain_and_fast_training_agree_for_one_step(tmp_path, loss_mask):
     assert scale > 0
     for n in dp:
         assert torch.allclose(dp[n], df[n], rtol=1e-2, atol=1e-2 * scale), n  # measured: <= 3e-3 * scale
+
+
+def test_a_plain_run_trains_with_a_stock_trainer_and_is_stamped_apart(study, tmp_path):
+    """train_run under engine: plain (stock Trainer, the model's own loss) writes a complete
+    run; the engine is a stamp key, so switching to fast trains again; the plain run's student
+    generates through generate_plain."""
+    cfg = dict(study, engine="plain")
+    rd = sft.train_run(cfg, "babi", "tiny", "correct", 0, progress=False)
+    m = config.read_json(rd / "metrics.json")
+    assert m["global_step"] == 6 and m["tokens_per_s"] > 0 and (rd / "adapter").exists()
+    assert config.read_json(rd / "stamp.json")["config"]["engine"] == "plain"
+    assert "engine" in sft.run_keys() and sft.hyperparameters(cfg).set_index("parameter").loc["engine", "value"] == "plain"
+    mtime = (rd / "metrics.json").stat().st_mtime_ns
+    assert sft.train_run(cfg, "babi", "tiny", "correct", 0, progress=False) == rd
+    assert (rd / "metrics.json").stat().st_mtime_ns == mtime  # fresh: skipped
+    sft.train_run(study, "babi", "tiny", "correct", 0, progress=False)  # the profile's engine: fast
+    assert config.read_json(rd / "stamp.json")["config"]["engine"] == "fast"
+    model, tok = sft.load_trained(rd)
+    items = [{"id": "a", "prompt": "<|im_start|>user\nWhere is Mary?<|im_end|>\n<|im_start|>assistant\n"}]
+    recs = generate.generate_predictions(model, tok, items, tmp_path / "p.jsonl", max_new_tokens=4, progress=False,
+                                         engine="plain")
+    assert recs[0]["id"] == "a" and 1 <= recs[0]["n_new_tokens"] <= 4
+    with pytest.raises(ValueError, match="engine"):
+        sft.train_run(dict(study, engine="turbo"), "babi", "tiny", "correct", 1, progress=False)
 

@@ -422,3 +422,6 @@ def test_trainer_loss_on_wanted_positions_equals_the_loss_on_whole_logits(tiny_t
                + krsl.krsl_loss(logits[b:], batch["labels_i"], batch["weights_i"], batch["n_target_i"]))
     assert out["logits"].shape == (2 * b, keep.numel(), logits.shape[-1])
     assert torch.allclose(ours, ref, atol=1e-5), (ours, ref)
+    with torch.no_grad():  # engine: plain, the logits of one plain forward pass: the same loss
+        plain = krsl._trainer_class().compute_loss(SimpleNamespace(krsl_nll_threshold=20.0, engine="plain"), model, batch)
+    assert torch.allclose(plain, ours, atol=1e-5), (plain, ours)
