@@ -219,7 +219,7 @@ def test_preflight_paper_profile_passes_with_token(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", GOOD)
     with paper_hub() as fh:
         monkeypatch.setenv("HF_ENDPOINT", fh.url)
-        rows = hub.preflight(PAPER)
+        rows = data.preflight(PAPER)
     by = {r["name"]: r for r in rows}
     assert set(by) == {"cotempqa", "marco", "babi", "llama-3.2-1b", "qwen3-1.7b"}
     assert all(r["status"] == "ok" for r in rows)
@@ -235,7 +235,7 @@ def test_preflight_gated_without_token_names_the_way_out(monkeypatch):
     with paper_hub() as fh:
         monkeypatch.setenv("HF_ENDPOINT", fh.url)
         with pytest.raises(hub.HubUnavailable) as ei:
-            hub.preflight(PAPER)
+            data.preflight(PAPER)
     msg = str(ei.value)
     assert "1 of 5" in msg and "Llama-3.2-1B-Instruct is gated" in msg and "no Hugging Face token" in msg
     assert f"{fh.url}/meta-llama/Llama-3.2-1B-Instruct" in msg        # the licence page
@@ -248,7 +248,7 @@ def test_preflight_gated_with_token_but_no_licence(monkeypatch):
     with paper_hub() as fh:
         monkeypatch.setenv("HF_ENDPOINT", fh.url)
         with pytest.raises(hub.HubUnavailable, match="token present has no access.*accept the licence"):
-            hub.preflight(PAPER)
+            data.preflight(PAPER)
     assert ("GET", "/api/models/meta-llama/Llama-3.2-1B-Instruct/auth-check", f"Bearer {BAD}") in fh.seen
 
 
@@ -258,7 +258,7 @@ def test_preflight_missing_repo_and_revision(monkeypatch):
         fh.repos["microsoft/ms_marco"]["revisions"] = {"main": SHA}   # the pinned commit is gone
         monkeypatch.setenv("HF_ENDPOINT", fh.url)
         with pytest.raises(hub.HubUnavailable) as ei:
-            hub.preflight(PAPER)
+            data.preflight(PAPER)
     msg = str(ei.value)
     assert "2 of 5" in msg
     assert "Qwen/Qwen3-1.7B was not found" in msg
@@ -271,7 +271,7 @@ def test_preflight_commit_prefix_not_in_history(monkeypatch):
         fh.commits["Warrieryes/CotempQA"] = ["aee6778" + "0" * 33]
         monkeypatch.setenv("HF_ENDPOINT", fh.url)
         with pytest.raises(hub.HubUnavailable, match="no commit starting '9f49aba'"):
-            hub.preflight(dict(PAPER, datasets=["cotempqa"], models=[]))
+            data.preflight(dict(PAPER, datasets=["cotempqa"], models=[]))
 
 
 def test_preflight_offline_fails_without_contacting_anything(monkeypatch):
@@ -279,7 +279,7 @@ def test_preflight_offline_fails_without_contacting_anything(monkeypatch):
     with paper_hub() as fh:
         monkeypatch.setenv("HF_ENDPOINT", fh.url)
         with pytest.raises(hub.HubUnavailable, match="HF_HUB_OFFLINE=1.*PROFILE=quick"):
-            hub.preflight(PAPER)
+            data.preflight(PAPER)
         assert fh.seen == []
 
 
@@ -287,8 +287,8 @@ def test_preflight_is_a_no_op_for_offline_profiles(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: would fail if used
     for models_ in (["smollm2-135m"], ["tiny"]):
         for src in ("synthetic", "local"):
-            assert hub.preflight({"data_source": src, "datasets": ["babi"], "models": models_}) == []
-    assert hub.needs_hub({"data_source": "synthetic", "models": ["qwen3-1.7b"]})
+            assert data.preflight({"data_source": src, "datasets": ["babi"], "models": models_}) == []
+    assert data.needs_hub({"data_source": "synthetic", "models": ["qwen3-1.7b"]})
 
 
 # ------------------------------------------------------------------------------ bad endpoints
@@ -298,7 +298,7 @@ def test_silent_endpoint_fails_with_the_projects_message(monkeypatch, scheme):
     with RawListener("silent") as ls:
         monkeypatch.setenv("HF_ENDPOINT", f"{scheme}://127.0.0.1:{ls.port}")
         with pytest.raises(hub.HubUnavailable) as ei:
-            hub.preflight(PAPER)
+            data.preflight(PAPER)
     msg = str(ei.value)
     assert "cannot reach the Hugging Face hub" in msg and "Timeout" in msg and "PROFILE=quick" in msg
     assert "1 of" not in msg  # an unreachable hub stops at the first repo

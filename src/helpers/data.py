@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import config, hub, paths, qa
+from . import config, hub, models, paths, qa
 from .qa.base import COLUMNS, LIST_COLUMNS, SPLITS, frame, is_listlike, make_row, read_jsonl  # noqa: F401
 
 # The parameters the data stage depends on (the stamp hashes these).
@@ -388,3 +388,63 @@ def card_tables(card: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
             "lengths": pd.DataFrame(lengths),
             "flags": pd.DataFrame(flags, columns=["dataset", "flag", "count", "ids"]),
             "excluded": pd.DataFrame(excl, columns=["dataset", "reason", "count", "ids"])}
+
+
+# ============================================================================ preflight
+# Before any work (01's first cell): every hub repo the profile needs is usable. It lives here,
+# not in helpers.hub, because it needs the datasets' pins and the models' table; hub stays a
+# leaf that only talks to the hub.
+def needs_hub(cfg: Mapping[str, Any]) -> bool:
+    """True when the profile loads data or models from the hub."""
+    if cfg.get("data_source") == "hub":
+        return True
+    return any(models.model_info(m)["source"] == "hub" for m in cfg.get("models") or [])
+
+
+def preflight(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Before any work: every hub dataset (at its pinned revision) and every hub model of
+    ``cfg`` is reachable, and gated ones are accessible with the token present.
+
+    Returns one row per repo ``{kind, name, repo, revision, commit, status}`` (an empty list
+    when the profile needs no hub). A problem raises :class:`hub.HubUnavailable` naming every
+    repo that failed and the way out; an unreachable hub stops at the first repo (within
+    the wall-clock limit). With HF_HUB_OFFLINE=1 a hub model already in the local cache
+    passes; hub datasets fail (they are not read from a cache here)."""
+    if not needs_hub(cfg):
+        return []
+    todo: list[tuple[str, str, str, str, str | None, bool]] = []
+    if cfg.get("data_source") == "hub":
+        for ds in cfg.get("datasets") or []:
+            h = hub_pin(ds)
+            todo.append(("dataset", ds, h["repo"], "dataset", h["revision"], False))
+    for m in cfg.get("models") or []:
+        info = models.model_info(m)
+        if info["source"] == "hub":
+            todo.append(("model", m, info["repo"], "model", info.get("revision"),
+                         bool(info.get("gated"))))
+    rows, problems = [], []
+    for kind, name, repo, rtype, rev, gated in todo:
+        row = {"kind": kind, "name": name, "repo": repo, "revision": rev, "commit": None,
+               "gated": gated, "status": ""}
+        if hub.offline() and rtype == "model" and models.cached_config(repo, rev):
+            row["status"] = "in the local cache (offline)"
+            rows.append(row)
+            continue
+        try:
+            if rev and not hub.FULL_SHA.fullmatch(rev):
+                row["commit"] = hub.pinned_revision(repo, rev, rtype, f"{kind} {name}")
+                hub.check_repo(repo, rtype, row["commit"], f"{kind} {name}")
+            else:
+                row["commit"] = hub.check_repo(repo, rtype, rev, f"{kind} {name}")
+            row["status"] = "ok"
+        except hub.HubUnavailable as e:
+            msg = str(e)
+            if "cannot reach" in msg or "no answer" in msg or "HF_HUB_OFFLINE" in msg:
+                raise  # the hub itself is out: every other repo would fail the same way
+            row["status"] = "FAILED"
+            problems.append(msg)
+        rows.append(row)
+    if problems:
+        raise hub.HubUnavailable("preflight: " + str(len(problems)) + " of " + str(len(todo))
+                                 + " hub repos are not usable:\n- " + "\n- ".join(problems))
+    return rows

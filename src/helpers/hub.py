@@ -1,5 +1,5 @@
 """Every contact with the Hugging Face hub goes through here: one error, bounded waits, the
-checks, and the preflight that runs before any work.
+and the checks. It imports nothing from the study, so every module may use it.
 
 * :class:`HubUnavailable` is the one error (``helpers.data.HubUnavailable`` and
   ``helpers.models.HubUnavailableError`` are the same class). Its message always names the
@@ -17,7 +17,8 @@ checks, and the preflight that runs before any work.
 * Checks: :func:`require_online` (HF_HUB_OFFLINE fails at once), :func:`check_repo` (one repo
   at one revision, with the token; gated and missing repos are told apart),
   :func:`pinned_revision` (a commit prefix or a branch -> the full 40-hex commit id).
-* :func:`preflight` checks every hub model and dataset a profile will need before any work.
+* The preflight that runs before any work (every hub model and dataset a profile needs) is
+  ``helpers.data.preflight``: it needs the datasets' pins and the models' table.
 """
 from __future__ import annotations
 
@@ -250,64 +251,3 @@ def pinned_revision(repo: str, revision: str, repo_type: str = "dataset",
             raise HubUnavailable(f"{what}: {repo} has no commit starting {revision!r}")
         return full
     return check_repo(repo, repo_type, revision, what)
-
-
-# ------------------------------------------------------------------------------ preflight
-def needs_hub(cfg: Mapping[str, Any]) -> bool:
-    """True when the profile loads data or models from the hub."""
-    from . import models
-
-    if cfg.get("data_source") == "hub":
-        return True
-    return any(models.model_info(m)["source"] == "hub" for m in cfg.get("models") or [])
-
-
-def preflight(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Before any work: every hub dataset (at its pinned revision) and every hub model of
-    ``cfg`` is reachable, and gated ones are accessible with the token present.
-
-    Returns one row per repo ``{kind, name, repo, revision, commit, status}`` (an empty list
-    when the profile needs no hub). A problem raises :class:`HubUnavailable` naming every
-    repo that failed and the way out; an unreachable hub stops at the first repo (within
-    the wall-clock limit). With HF_HUB_OFFLINE=1 a hub model already in the local cache
-    passes; hub datasets fail (they are not read from a cache here)."""
-    from . import data, models
-
-    if not needs_hub(cfg):
-        return []
-    todo: list[tuple[str, str, str, str, str | None, bool]] = []
-    if cfg.get("data_source") == "hub":
-        for ds in cfg.get("datasets") or []:
-            h = data.hub_pin(ds)
-            todo.append(("dataset", ds, h["repo"], "dataset", h["revision"], False))
-    for m in cfg.get("models") or []:
-        info = models.model_info(m)
-        if info["source"] == "hub":
-            todo.append(("model", m, info["repo"], "model", info.get("revision"),
-                         bool(info.get("gated"))))
-    rows, problems = [], []
-    for kind, name, repo, rtype, rev, gated in todo:
-        row = {"kind": kind, "name": name, "repo": repo, "revision": rev, "commit": None,
-               "gated": gated, "status": ""}
-        if offline() and rtype == "model" and models.cached_config(repo, rev):
-            row["status"] = "in the local cache (offline)"
-            rows.append(row)
-            continue
-        try:
-            if rev and not FULL_SHA.fullmatch(rev):
-                row["commit"] = pinned_revision(repo, rev, rtype, f"{kind} {name}")
-                check_repo(repo, rtype, row["commit"], f"{kind} {name}")
-            else:
-                row["commit"] = check_repo(repo, rtype, rev, f"{kind} {name}")
-            row["status"] = "ok"
-        except HubUnavailable as e:
-            msg = str(e)
-            if "cannot reach" in msg or "no answer" in msg or "HF_HUB_OFFLINE" in msg:
-                raise  # the hub itself is out: every other repo would fail the same way
-            row["status"] = "FAILED"
-            problems.append(msg)
-        rows.append(row)
-    if problems:
-        raise HubUnavailable("preflight: " + str(len(problems)) + " of " + str(len(todo))
-                             + " hub repos are not usable:\n- " + "\n- ".join(problems))
-    return rows
