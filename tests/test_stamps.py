@@ -44,10 +44,15 @@ def test_code_hashes_follow_each_stages_modules(src_copy):
     base = {s: config.code_hashes(s) for s in stages}
     assert base == {s: config.code_hashes(s) for s in stages}  # stable
     assert all("bench.py" not in h and "figures.py" not in h for h in base.values())
-    # a trace sentence (in its dataset module): the stages that read the dataset modules (01
-    # and 02 re-run, their outputs then compare equal; the later stages key on the trace files'
-    # content, tests below)
+    # a trace sentence (in its dataset module): the trace stages only; 01 and 02 hash the dataset
+    # modules without the sentences (config.SOURCE_EXCLUDES), the later stages key on the trace
+    # files' content (tests below)
     _edit(src_copy / "qa" / "cotempqa.py", OLD_IR, NEW_IR)
+    after = {s: config.code_hashes(s) for s in stages}
+    assert _changed(base, after) == {"traces", "teacher"}
+    # ... while any other edit of a dataset module (a rule, a loader) re-runs 01 and 02 too
+    base = after
+    _edit(src_copy / "qa" / "cotempqa.py", "\nRETRIEVAL = ", "\nOTHER_RULE = 1\nRETRIEVAL = ")
     after = {s: config.code_hashes(s) for s in stages}
     assert _changed(base, after) == {"data", "decompose", "traces", "teacher"}
     # the generic prompt text: the trace stage and everything that renders or trains on traces
@@ -120,6 +125,7 @@ def _run_all(cfg):
     return {"data": (paths.data_dir(cfg["profile"], "cotempqa") / config.STAMP).read_bytes(),
             "interim": (paths.data_dir(cfg["profile"], "cotempqa") / "train.parquet").read_bytes(),
             "problems": decompose.problems_path(cfg["profile"], "cotempqa", "train").read_bytes(),
+            "decompose": (decompose.problems_dir(cfg["profile"], "cotempqa") / config.STAMP).read_bytes(),
             "traces": (tr["cotempqa"]["dir"] / config.STAMP).read_bytes(),
             "sft": (rd / config.STAMP).read_bytes(),
             "eval": (rd / evaluate.PRED_STAMP).read_bytes(),
@@ -138,7 +144,8 @@ def test_a_template_edit_recomputes_the_trace_stage_and_what_follows(study, src_
     _edit(src_copy / "qa" / "cotempqa.py", OLD_IR, NEW_IR)
     monkeypatch.setitem(qa._REGISTRY, "cotempqa", dataclasses.replace(qa.get("cotempqa"), retrieval=NEW_IR))
     edited = _run_all(cfg)
-    # 01 and 02 re-run (they read the dataset module) and write the same problems, byte for byte
+    # exactly 03 and what follows: 01 and 02 stay fresh (their stamps untouched, same problems)
+    assert edited["data"] == first["data"] and edited["decompose"] == first["decompose"]
     assert edited["interim"] == first["interim"] and edited["problems"] == first["problems"]
     assert not edited["traces_skipped"]
     assert {k for k in ("traces", "sft", "eval", "predictions") if edited[k] == first[k]} == set()

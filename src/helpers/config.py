@@ -20,7 +20,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -247,15 +247,45 @@ def _module_files(name: str) -> list[Path]:
                             "fix config.STAGE_MODULES")
 
 
+# The trace sentences sit in the dataset modules (helpers/qa/<dataset>.py) beside the loaders and
+# rules, but only the trace stage and what follows read them. The stages before it hash those
+# modules without these top-level assignments, so a new sentence re-runs exactly 03 and what
+# follows (tests/test_stamps.py checks that 01 and 02 stay fresh and would write the same bytes).
+TRACE_TEXT_NAMES = ("CLASSIFICATION", "RETRIEVAL")
+SOURCE_EXCLUDES: dict[str, dict[str, tuple[str, ...]]] = {
+    "data": {"qa": TRACE_TEXT_NAMES},
+    "decompose": {"qa": TRACE_TEXT_NAMES},
+}
+
+
+def _sha256_without(path: Path, names: Sequence[str]) -> str:
+    """The sha256 of a module's source with its top-level assignments to ``names`` left out."""
+    import ast
+
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    drop: set[int] = set()
+    for node in ast.parse(text, filename=str(path)).body:
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
+        if targets and all(isinstance(t, ast.Name) and t.id in names for t in targets):
+            drop.update(range(node.lineno - 1, node.end_lineno))
+    kept = "".join(line for i, line in enumerate(lines) if i not in drop)
+    return hashlib.sha256(kept.encode("utf-8")).hexdigest()
+
+
 def code_hashes(stage: str) -> dict[str, str]:
     """``{file: sha256}`` of the helpers source ``stage``'s output depends on
-    (:data:`STAGE_MODULES`), file names relative to the package."""
+    (:data:`STAGE_MODULES`), file names relative to the package. Python files of a module
+    listed in :data:`SOURCE_EXCLUDES` for ``stage`` are hashed without the named assignments."""
     if stage not in STAGE_MODULES:
         raise KeyError(f"unknown stage {stage!r}; expected one of {sorted(STAGE_MODULES)}")
     out = {}
     for name in STAGE_MODULES[stage]:
+        skip = SOURCE_EXCLUDES.get(stage, {}).get(name)
         for p in _module_files(name):
-            out[p.relative_to(SOURCE_DIR).as_posix()] = sha256_file(p)
+            key = p.relative_to(SOURCE_DIR).as_posix()
+            out[key] = (_sha256_without(p, skip) if skip and p.suffix == ".py" else sha256_file(p))
     return dict(sorted(out.items()))
 
 
