@@ -169,3 +169,20 @@ def test_cli_subprocess(tmp_path):
     assert r.returncode == 0, r.stderr
     for ext in ("png", "pdf"):
         assert (tmp_path / "figures" / "cli" / f"accuracy_by_condition.{ext}").stat().st_size > 2000
+
+
+def test_saved_pdfs_carry_no_creation_date(tmp_path):
+    """Same results, same bytes: a figure's PDF holds no creation date (matplotlib writes one
+    by default, so two runs a second apart would differ)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers import figures
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    png, pdf = figures._save(fig, "probe", "smoke", tmp_path)
+    assert pdf.suffix == ".pdf" and b"CreationDate" not in pdf.read_bytes()
+    assert png.read_bytes().startswith(b"\x89PNG")

@@ -82,7 +82,9 @@ def _save(fig, name: str, profile: str, out_dir: str | Path | None) -> PathList:
     out = []
     for ext in ("png", "pdf"):
         p = d / f"{name}.{ext}"
-        fig.savefig(p, dpi=150, bbox_inches="tight")
+        # no creation date in the PDF: the same results give the same bytes
+        fig.savefig(p, dpi=150, bbox_inches="tight",
+                    metadata={"CreationDate": None} if ext == "pdf" else None)
         out.append(p)
     plt.close(fig)
     return out
