@@ -573,7 +573,7 @@ def padding_at_run_size(cfg: Mapping[str, Any], model_name: str, tok, seed: int 
     out = {}
     for ds, df in problems(cfg, "train").items():
         rows = traces.build_condition(df, ds, SFT_CONDITION, int(cfg["trace_seed"]))
-        lengths = [min(n, int(cfg["max_length"])) for n in sft.example_lengths(tok, model_family(model_name), rows, model_name)]
+        lengths = [min(n, int(cfg["max_length"])) for n in traces.example_lengths(tok, model_family(model_name), rows, model_name)]
         grouped = list(iter(LengthGroupedSampler(lengths, bs, seed)))
         rand = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
         g, r = sft.padding_stats(lengths, grouped, bs), sft.padding_stats(lengths, rand, bs)

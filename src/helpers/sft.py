@@ -96,14 +96,6 @@ def _rows(rows) -> list[Mapping[str, Any]]:
     return list(rows)
 
 
-def example_lengths(tok, family: str, rows, model_name: str) -> list[int]:
-    """Token count of every rendered training example (before truncation):
-    :func:`helpers.traces.example_lengths` (03 measures the sets it writes with it)."""
-    from .traces import example_lengths as lengths
-
-    return lengths(tok, family, rows, model_name)
-
-
 def tokenize_examples(tok, family: str, rows, model_name: str, max_length: int | None,
                       loss_mask: str) -> tuple[list[dict[str, list[int]]], dict[str, Any]]:
     """Training examples: ``input_ids`` and ``labels`` (``-100`` where no loss: the prompt and

@@ -383,25 +383,32 @@ def _object_world(rng, people, n_lines):
     return lines, holding, events
 
 
-def babi_counting(rng):
+def _carrier(rng):
+    """Two people moving objects about; one of those who handled an object, what they hold
+    and the lines about it (``None`` when nobody handled one)."""
     people = rng.sample(PEOPLE, 2)
     lines, holding, events = _object_world(rng, people, rng.randint(5, 9))
     cands = [p for p in people if events[p]]
     if not cands:
         return None
     p = rng.choice(cands)
-    return _b(7, f"How many objects is {p} carrying?", lines, NUMBER_WORDS[len(holding[p])], events[p])
+    return p, lines, holding[p], events[p]
+
+
+def babi_counting(rng):
+    c = _carrier(rng)
+    if c is None:
+        return None
+    p, lines, held, ev = c
+    return _b(7, f"How many objects is {p} carrying?", lines, NUMBER_WORDS[len(held)], ev)
 
 
 def babi_lists_sets(rng):
-    people = rng.sample(PEOPLE, 2)
-    lines, holding, events = _object_world(rng, people, rng.randint(5, 9))
-    cands = [p for p in people if events[p]]
-    if not cands:
+    c = _carrier(rng)
+    if c is None:
         return None
-    p = rng.choice(cands)
-    ans = ",".join(holding[p]) if holding[p] else "nothing"
-    return _b(8, f"What is {p} carrying?", lines, ans, events[p])
+    p, lines, held, ev = c
+    return _b(8, f"What is {p} carrying?", lines, ",".join(held) if held else "nothing", ev)
 
 
 def babi_conjunction(rng):
